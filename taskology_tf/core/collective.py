@@ -1,0 +1,131 @@
+"""Collective: the trainers of an experiment in one process, with in-process peers.
+
+Each round draws one shared mediator batch, lets every trainer compute its
+gradients at the current weights (peers answer from snapshots, refreshed every
+``peer_refresh_steps``; 0 = the live model), and only then applies every
+update. With staleness 0 a round is therefore exactly one step of joint
+training on Eq. (1): each task's gradient of the joint loss only involves its
+own supervised term and the relations it takes part in, and peers enter those
+only through their (constant) predictions.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from taskology_tf.core.peer import InProcessPeer
+from taskology_tf.core.trainer import TaskTrainer, batched
+
+
+class Collective:
+    """Runs several ``TaskTrainer``s round-robin in one process.
+
+    Args:
+      trainers: the trainers; their ``peers`` are filled here with ``InProcessPeer``s.
+      mediator: unbatched shared dataset for the relations (None: no relation terms).
+      mediator_batch_size: batch size of the shared mediator batches.
+      seed: mediator shuffling seed.
+    """
+
+    def __init__(
+        self,
+        trainers: Sequence[TaskTrainer],
+        mediator: tf.data.Dataset | None = None,
+        mediator_batch_size: int = 8,
+        seed: int = 0,
+        shuffle_buffer: int = 1024,
+    ):
+        names = [t.name for t in trainers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Task names must be unique in a collective, got {names}.")
+        self.trainers: dict[str, TaskTrainer] = {t.name: t for t in trainers}
+        for trainer in trainers:
+            for rel in trainer.relations:
+                for other in rel.tasks:
+                    if other not in self.trainers:
+                        raise ValueError(
+                            f"Relation {rel.name!r} ties tasks {list(rel.tasks)} but the experiment has only "
+                            f"{names}; add {other!r} to the experiment's tasks or remove the relation."
+                        )
+                    if other != trainer.name and other not in trainer.peers:
+                        peer_trainer = self.trainers[other]
+                        trainer.peers[other] = _peer_of(peer_trainer, trainer)
+        self.mediator = mediator
+        self.mediator_batch_size = int(mediator_batch_size)
+        if mediator is not None:
+            from taskology_tf.data.example import check_element_spec
+
+            for trainer in trainers:
+                if trainer.relations:
+                    check_element_spec(mediator.element_spec, trainer.mediator_keys(), f"Task {trainer.name!r} (mediator data)")
+        self._mediator_iter = None
+        self._seed = seed
+        self._shuffle_buffer = shuffle_buffer
+
+    @property
+    def step(self) -> int:
+        """The collective's round: the smallest step of its trainers."""
+        return min(t.step for t in self.trainers.values())
+
+    def _next_mediator(self):
+        if self.mediator is None:
+            return None
+        if self._mediator_iter is None:
+            ds = batched(self.mediator, self.mediator_batch_size, repeat=True, shuffle=self._shuffle_buffer, seed=self._seed)
+            self._mediator_iter = iter(ds)
+        return next(self._mediator_iter)
+
+    def round(self) -> dict[str, dict[str, float]]:
+        """One step of every trainer that is at the collective's step; returns loss terms by task."""
+        step = self.step
+        active = [t for t in self.trainers.values() if t.step == step]
+        needs_mediator = any(t.has_relations for t in active)
+        mediator = self._next_mediator() if needs_mediator else None
+        computed = []
+        for trainer in active:
+            result = trainer.compute(mediator_batch=mediator)
+            if result is not None:
+                computed.append((trainer, result))
+        for trainer, (_, grads) in computed:
+            trainer.apply(grads)
+        for trainer, (values, _) in computed:
+            trainer.after_step(values)
+        if not computed:
+            raise RuntimeError("No trainer has data to train on: give each task dedicated data or a relation with mediator data.")
+        return {t.name: values for t, (values, _) in computed}
+
+    def train(self, num_steps: int, progress: bool = True, desc: str = "collective") -> None:
+        """Run rounds until every trainer reached ``num_steps``; a restarted run continues where it stopped."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps, initial=self.step, desc=desc, disable=not progress, dynamic_ncols=True)
+        while self.step < num_steps:
+            losses = self.round()
+            bar.update(1)
+            bar.set_postfix({name: f"{v['total']:.3f}" for name, v in losses.items()})
+        bar.close()
+        for trainer in self.trainers.values():
+            trainer.save()
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Each trainer's metrics on its evaluation data."""
+        return {name: t.evaluate() for name, t in self.trainers.items() if t.eval_data is not None}
+
+    def close(self) -> None:
+        for t in self.trainers.values():
+            t.close()
+
+
+def _peer_of(peer_trainer: TaskTrainer, consumer: TaskTrainer) -> InProcessPeer:
+    """An in-process peer of ``peer_trainer`` with the consumer's staleness settings."""
+    peer = InProcessPeer(
+        peer_trainer.task,
+        peer_trainer.model,
+        live_step=lambda: peer_trainer.step,
+        refresh_steps=consumer.peer_refresh_steps,
+        refresh_seconds=consumer.peer_refresh_seconds,
+    )
+    return peer
+

@@ -1,0 +1,50 @@
+"""A relation: a differentiable consistency loss tying the predictions of several tasks.
+
+``loss_fn(inputs, predictions_by_task) -> [B]`` is a pure function of the
+mediator batch and the predictions of every task it ties. Which of those
+predictions are live (carry gradients) and which are ``stop_gradient`` peer
+predictions is the trainer's business, so the same function serves joint,
+collective and distributed training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+LossFn = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Relation:
+    """A consistency loss between ``tasks``.
+
+    Attributes:
+      name: relation name (used in summaries).
+      reads: task name -> prediction keys the loss reads from that task.
+      input_keys: mediator example keys the loss reads (e.g. intrinsics).
+      loss_fn: pure per-example loss, [B] float32.
+      weight: weight of the loss in every participating task's objective.
+      task_weights: optional per-task override of ``weight`` (the loss seen from that task).
+    """
+
+    name: str
+    reads: Mapping[str, tuple[str, ...]]
+    loss_fn: LossFn
+    input_keys: tuple[str, ...] = ()
+    weight: float = 1.0
+    task_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.reads)
+
+    def weight_for(self, task: str) -> float:
+        return float(self.task_weights.get(task, self.weight))
+
+    def loss(self, inputs: Mapping[str, Any], predictions_by_task: Mapping[str, Mapping[str, Any]]) -> Any:
+        """Per-example consistency loss [B]; checks that every task it reads is present."""
+        missing = [t for t in self.reads if t not in predictions_by_task]
+        if missing:
+            raise KeyError(f"Relation {self.name!r} needs predictions of tasks {missing}.")
+        return self.loss_fn(inputs, predictions_by_task)

@@ -1,0 +1,58 @@
+"""A task: its network, its supervised loss, its metrics and its optimizer.
+
+A task never imports another task. It declares the example keys its network
+consumes (``input_keys``) and the labels its supervised loss reads
+(``label_keys``); the trainer checks datasets against these before training.
+Losses are *per example* (shape [B]) so that weighting strategies can act on
+single examples; the trainer reduces them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import keras
+
+
+class Task:
+    """Base class. Subclasses set ``input_keys``/``label_keys``/``output_keys`` and implement the methods."""
+
+    input_keys: tuple[str, ...] = ("image",)
+    label_keys: tuple[str, ...] = ()
+    output_keys: tuple[str, ...] = ()
+
+    def __init__(self, name: str):
+        self.name = name
+
+    # --- network --------------------------------------------------------------------------------
+    def build_model(self) -> keras.Model:
+        """A Keras model: dict of ``input_keys`` tensors -> dict of ``output_keys`` tensors."""
+        raise NotImplementedError
+
+    def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of an example batch the network consumes."""
+        return {k: batch[k] for k in self.input_keys}
+
+    def validate_spec(self, element_spec: Mapping[str, Any]) -> None:
+        """Raise a clear error if a dataset's (unbatched) element spec does not suit the network."""
+
+    # --- learning -------------------------------------------------------------------------------
+    def loss(self, batch: Mapping[str, Any], predictions: Mapping[str, Any]) -> Any:
+        """Supervised loss per example, [B] float32; 0 for examples whose labels are masked."""
+        raise NotImplementedError
+
+    def make_optimizer(self) -> keras.optimizers.Optimizer:
+        """The task's own optimizer with its published hyper-parameters."""
+        return keras.optimizers.Adam(learning_rate=1e-3)
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def make_metrics(self):
+        """An accumulator with ``update(batch, predictions)`` (numpy dicts) and ``result() -> dict``."""
+        raise NotImplementedError
+
+    def summary_images(self, batch: Mapping[str, Any], predictions: Mapping[str, Any]) -> dict[str, Any]:
+        """Named image panels for TensorBoard: name -> [B, H, W, 3] float in [0, 1] (numpy)."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

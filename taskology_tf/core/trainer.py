@@ -1,0 +1,398 @@
+"""TaskTrainer: trains one task on its dedicated data and on the relations it takes part in.
+
+The objective seen from task i is Eq. (1) of the Taskology paper restricted to
+the terms that depend on w_i:
+
+    L_i = mean_B L_i^sup(y_i(w_i, x_ded), labels) + sum_{r ∋ i} lambda_r,i * mean_B L_r(x_med, {y_i(w_i, x_med), sg(y_j)})
+
+where sg(y_j) are predictions of the peers (``stop_gradient``; live, stale, or
+served). Gradients reach only the task's own weights. Steps are split into
+``compute`` (forward, losses, gradients) and ``apply`` (optimizer update) so that
+a ``Collective`` can compute every task's gradients at the same weights before
+anyone updates: with staleness 0 this is exactly joint training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from taskology_tf.core.peer import Peer
+from taskology_tf.core.relation import Relation
+from taskology_tf.core.schedule import Schedule
+from taskology_tf.core.task import Task
+from taskology_tf.data.example import check_element_spec
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or Inf; the update was not applied and no checkpoint was written."""
+
+
+def batched(dataset: tf.data.Dataset, batch_size: int, *, repeat: bool, shuffle: int = 0, seed: int = 0) -> tf.data.Dataset:
+    """Shuffle (optional), repeat (optional), batch with a static batch size, prefetch."""
+    if shuffle:
+        dataset = dataset.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    return dataset.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__}"
+
+
+@gin.configurable(denylist=["task", "relations", "peers", "workdir"])
+class TaskTrainer:
+    """Trains one task.
+
+    Args:
+      task: the task.
+      relations: relations this task takes part in.
+      peers: task name -> Peer for every other task those relations read.
+      workdir: folder for checkpoints (``ckpt/``), summaries (``logs/``) and exports.
+      dedicated: unbatched ``tf.data.Dataset`` of labelled examples, or None (unsupervised task).
+      mediator: unbatched dataset of shared (unlabelled) examples for the relations; only used when the
+        trainer runs on its own (a ``Collective`` feeds one shared mediator batch to all its trainers).
+      eval_data: unbatched dataset for periodic evaluation, or None.
+      batch_size: dedicated batch size (mediator batch size defaults to the same).
+      schedule: ``'both'``, ``'alternate'``, ``'ratio:D:M'`` or a ``Schedule``.
+      optimizer: a Keras optimizer; default: the task's own (its published hyper-parameters).
+      peer_refresh_steps / peer_refresh_seconds: staleness knob for this trainer's peers
+        (0 / None = always current). Read by whoever builds the peers.
+      checkpoint_every, summary_every, eval_every: cadences in steps (0 = never, except a final checkpoint).
+      max_to_keep: checkpoints kept.
+      shuffle_buffer, seed: dedicated-data shuffling.
+      jit_compile: compile the step with XLA.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        relations: Sequence[Relation] = (),
+        peers: Mapping[str, Peer] | None = None,
+        workdir: str | None = None,
+        *,
+        dedicated: tf.data.Dataset | None = None,
+        mediator: tf.data.Dataset | None = None,
+        eval_data: tf.data.Dataset | None = None,
+        batch_size: int = 8,
+        mediator_batch_size: int | None = None,
+        schedule: str | Schedule = "both",
+        optimizer: Any = None,
+        peer_refresh_steps: int = 0,
+        peer_refresh_seconds: float | None = None,
+        checkpoint_every: int = 500,
+        summary_every: int = 25,
+        eval_every: int = 0,
+        image_summaries: int = 4,
+        max_to_keep: int = 3,
+        shuffle_buffer: int = 1024,
+        seed: int = 0,
+        jit_compile: bool = False,
+    ):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self.task = task
+        self.name = task.name
+        self.relations = tuple(relations)
+        for rel in self.relations:
+            if self.name not in rel.tasks:
+                raise ValueError(f"Relation {rel.name!r} ties {list(rel.tasks)}; it does not involve task {self.name!r}.")
+        self.peers: dict[str, Peer] = dict(peers or {})
+        self.workdir = workdir
+        self.batch_size = int(batch_size)
+        self.mediator_batch_size = int(mediator_batch_size or batch_size)
+        self.schedule = Schedule.parse(schedule)
+        self.peer_refresh_steps = int(peer_refresh_steps)
+        self.peer_refresh_seconds = peer_refresh_seconds
+        self.checkpoint_every = int(checkpoint_every)
+        self.summary_every = int(summary_every)
+        self.eval_every = int(eval_every)
+        self.image_summaries = int(image_summaries)
+        self.seed = int(seed)
+        self.shuffle_buffer = int(shuffle_buffer)
+
+        for data, what, keys in (
+            (dedicated, "dedicated data", tuple(task.input_keys) + tuple(task.label_keys)),
+            (eval_data, "evaluation data", tuple(task.input_keys) + tuple(task.label_keys)),
+            (mediator, "mediator data", self.mediator_keys()),
+        ):
+            if data is not None:
+                if not isinstance(data, tf.data.Dataset):
+                    raise TypeError(
+                        f"Task {self.name!r} {what}: expected an unbatched tf.data.Dataset of example dicts, got "
+                        f"{_describe(data)}."
+                    )
+                check_element_spec(data.element_spec, keys, f"Task {self.name!r} ({what})")
+                task.validate_spec(data.element_spec)
+        self.dedicated = dedicated
+        self.mediator = mediator
+        self.eval_data = eval_data
+
+        self.model = task.build_model()
+        self.optimizer = optimizer if optimizer is not None else task.make_optimizer()
+        self.optimizer.build(self.model.trainable_variables)
+        self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{self.name}_step")
+
+        self._dedicated_iter = None
+        self._mediator_iter = None
+        self._compute_fn = tf.function(self._compute, jit_compile=jit_compile, reduce_retracing=True)
+        self._apply_fn = tf.function(self._apply, reduce_retracing=True)
+        self._predict_fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+        self._ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step_var)
+        self._manager = None
+        self._writers: dict[str, Any] = {}
+        self._last_time = None
+        self._last_step = None
+        if workdir:
+            os.makedirs(workdir, exist_ok=True)
+            self._manager = tf.train.CheckpointManager(
+                self._ckpt, os.path.join(workdir, "ckpt"), max_to_keep=max_to_keep, step_counter=self.step_var
+            )
+            self.restore()
+
+    # --- data ----------------------------------------------------------------------------------
+    def mediator_keys(self) -> tuple[str, ...]:
+        """Example keys a mediator batch must have for this trainer (own inputs, relation and peer inputs)."""
+        keys = list(self.task.input_keys)
+        for rel in self.relations:
+            keys += list(rel.input_keys)
+        for peer in self.peers.values():
+            keys += list(getattr(peer, "input_keys", ()))
+        return tuple(dict.fromkeys(keys))
+
+    def next_dedicated(self):
+        if self.dedicated is None:
+            return None
+        if self._dedicated_iter is None:
+            ds = batched(self.dedicated, self.batch_size, repeat=True, shuffle=self.shuffle_buffer, seed=self.seed)
+            self._dedicated_iter = iter(ds)
+        return next(self._dedicated_iter)
+
+    def next_mediator(self):
+        if self.mediator is None:
+            return None
+        if self._mediator_iter is None:
+            ds = batched(self.mediator, self.mediator_batch_size, repeat=True, shuffle=self.shuffle_buffer, seed=self.seed + 1)
+            self._mediator_iter = iter(ds)
+        return next(self._mediator_iter)
+
+    @property
+    def has_relations(self) -> bool:
+        return bool(self.relations)
+
+    @property
+    def step(self) -> int:
+        return int(self.step_var.numpy())
+
+    # --- the step -------------------------------------------------------------------------------
+    def peer_predictions(self, mediator_batch) -> dict[str, dict[str, tf.Tensor]]:
+        """Predictions of every peer on the mediator batch (no gradients)."""
+        needed = {t for rel in self.relations for t in rel.tasks if t != self.name}
+        out = {}
+        for name in sorted(needed):
+            if name not in self.peers:
+                raise KeyError(
+                    f"Task {self.name!r} has no peer for task {name!r}, which relation(s) "
+                    f"{[r.name for r in self.relations if name in r.tasks]} read."
+                )
+            peer = self.peers[name]
+            keys = getattr(peer, "input_keys", None) or tuple(mediator_batch)
+            out[name] = peer.predict({k: mediator_batch[k] for k in keys})
+        return out
+
+    def _compute(self, dedicated, mediator, peer_predictions):
+        terms = {}
+        with tf.GradientTape() as tape:
+            total = tf.constant(0.0, tf.float32)
+            if dedicated is not None:
+                preds = self.model(self.task.model_inputs(dedicated), training=True)
+                sup = tf.reduce_mean(tf.cast(self.task.loss(dedicated, preds), tf.float32))
+                terms["supervised"] = sup
+                total += sup
+            if mediator is not None and self.relations:
+                own = self.model(self.task.model_inputs(mediator), training=True)
+                for rel in self.relations:
+                    by_task = {t: peer_predictions[t] for t in rel.tasks if t != self.name}
+                    by_task[self.name] = own
+                    value = tf.reduce_mean(tf.cast(rel.loss(mediator, by_task), tf.float32))
+                    terms[rel.name] = value
+                    total += rel.weight_for(self.name) * value
+            if self.model.losses:
+                reg = tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
+                terms["regularization"] = reg
+                total += reg
+        grads = tape.gradient(total, self.model.trainable_variables)
+        terms["total"] = total
+        return terms, grads
+
+    def _apply(self, grads):
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        self.step_var.assign_add(1)
+
+    def compute(self, mediator_batch=None, dedicated_batch=None) -> tuple[dict[str, float], list] | None:
+        """Draw data per the schedule, compute losses and gradients at the current weights.
+
+        Returns (loss terms as floats, gradients), or None if the schedule has nothing to do.
+        Raises NonFiniteLossError (nothing applied) when a loss is NaN/Inf.
+        """
+        step = self.step
+        for peer in self.peers.values():
+            peer.on_step(step)
+        has_med = self.has_relations and (mediator_batch is not None or self.mediator is not None)
+        use_ded, use_med = self.schedule.draws(step, self.dedicated is not None or dedicated_batch is not None, has_med)
+        if not (use_ded or use_med):
+            return None
+        ded = (dedicated_batch if dedicated_batch is not None else self.next_dedicated()) if use_ded else None
+        med = None
+        peer_preds = {}
+        if use_med:
+            med = mediator_batch if mediator_batch is not None else self.next_mediator()
+            med = {k: med[k] for k in self.mediator_keys()}
+            peer_preds = self.peer_predictions(med)
+        if ded is not None:
+            ded = {k: ded[k] for k in tuple(self.task.input_keys) + tuple(self.task.label_keys) if k in ded}
+        terms, grads = self._compute_fn(ded, med, peer_preds)
+        values = {k: float(v) for k, v in terms.items()}
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            last = self._manager.latest_checkpoint if self._manager else None
+            raise NonFiniteLossError(
+                f"Task {self.name!r}, step {step}: non-finite loss {bad}. The update was not applied"
+                + (f"; the last checkpoint {last} is intact and a restart resumes from it" if last else "")
+                + ". Lower the learning rate (e.g. --gin_param='"
+                + f"{self.name}/TaskTrainer.optimizer=...') or the relation weights, and check the inputs for NaN/Inf."
+            )
+        return values, grads
+
+    def apply(self, grads) -> None:
+        """Apply gradients from ``compute`` to the task's own weights and advance the step."""
+        self._apply_fn(grads)
+
+    def train_step(self, mediator_batch=None, dedicated_batch=None) -> dict[str, float] | None:
+        """compute + apply + bookkeeping (summaries, checkpoints, evaluation)."""
+        result = self.compute(mediator_batch, dedicated_batch)
+        if result is None:
+            return None
+        values, grads = result
+        self.apply(grads)
+        self.after_step(values)
+        return values
+
+    def train(self, num_steps: int, progress: bool = False) -> dict[str, float]:
+        """Train on its own (own dedicated and mediator iterators) up to ``num_steps`` total steps."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps, initial=self.step, desc=self.name, disable=not progress, dynamic_ncols=True)
+        while self.step < num_steps:
+            values = self.train_step()
+            if values is None:
+                break
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['total']:.4f}")
+        bar.close()
+        self.save()
+        return self.evaluate() if self.eval_data is not None else {}
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def _writer(self, kind: str):
+        if not self.workdir:
+            return None
+        if kind not in self._writers:
+            self._writers[kind] = tf.summary.create_file_writer(os.path.join(self.workdir, "logs", kind))
+        return self._writers[kind]
+
+    def after_step(self, values: Mapping[str, float]) -> None:
+        step = self.step
+        if self.summary_every and step % self.summary_every == 0 and self._writer("train") is not None:
+            now = time.monotonic()
+            with self._writer("train").as_default(step=step):
+                for k, v in values.items():
+                    tf.summary.scalar(f"loss/{k}", v)
+                tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate))
+                for name, peer in self.peers.items():
+                    for k, v in peer.staleness().items():
+                        tf.summary.scalar(f"staleness/{name}/{k}", v)
+                if self._last_time is not None and step > self._last_step:
+                    tf.summary.scalar("steps_per_second", (step - self._last_step) / max(now - self._last_time, 1e-9))
+            self._last_time, self._last_step = now, step
+        if self.checkpoint_every and step % self.checkpoint_every == 0:
+            self.save()
+        if self.eval_every and step % self.eval_every == 0 and self.eval_data is not None:
+            self.evaluate()
+
+    def save(self) -> str | None:
+        """Write a checkpoint atomically (the index file is updated last); returns its path."""
+        if self._manager is None:
+            return None
+        latest = self._manager.latest_checkpoint
+        if latest and latest.endswith(f"-{self.step}"):
+            return latest  # this step is already saved
+        return self._manager.save(checkpoint_number=self.step_var)
+
+    def restore(self, path: str | None = None) -> int:
+        """Restore the latest (or given) checkpoint; returns the restored step (0 when none)."""
+        path = path or (self._manager.latest_checkpoint if self._manager else None)
+        if path:
+            try:
+                self._ckpt.restore(path).assert_existing_objects_matched().expect_partial()
+            except (AssertionError, ValueError, tf.errors.OpError) as e:
+                raise RuntimeError(
+                    f"Task {self.name!r}: checkpoint {path} does not match the task's network ({e}). "
+                    "Use a fresh --workdir, or the same task configuration that wrote it."
+                ) from e
+        return self.step
+
+    def predict(self, inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        return self._predict_fn({k: inputs[k] for k in self.task.input_keys})
+
+    def evaluate(self, data: tf.data.Dataset | None = None, batch_size: int | None = None, write: bool = True) -> dict[str, float]:
+        """Metrics of the task on ``data`` (default: its eval data); writes scalar and image summaries."""
+        data = data if data is not None else self.eval_data
+        if data is None:
+            raise ValueError(f"Task {self.name!r} has no evaluation data; set {self.name}/TaskTrainer.eval_data.")
+        check_element_spec(data.element_spec, tuple(self.task.input_keys) + tuple(self.task.label_keys), f"Task {self.name!r} (evaluation data)")
+        metrics = self.task.make_metrics()
+        first = None
+        for batch in batched(data, batch_size or self.batch_size, repeat=False):
+            preds = self.predict(batch)
+            batch_np = {k: v.numpy() for k, v in batch.items()}
+            preds_np = {k: v.numpy() for k, v in preds.items()}
+            metrics.update(batch_np, preds_np)
+            if first is None:
+                first = (batch_np, preds_np)
+        result = {k: float(v) for k, v in metrics.result().items()}
+        if write and self._writer("eval") is not None:
+            with self._writer("eval").as_default(step=self.step):
+                for k, v in result.items():
+                    tf.summary.scalar(f"metrics/{k}", v)
+                if first is not None and self.image_summaries:
+                    for name, images in self.task.summary_images(*first).items():
+                        tf.summary.image(name, np.clip(images, 0.0, 1.0).astype(np.float32), max_outputs=self.image_summaries)
+            for w in self._writers.values():
+                w.flush()
+        return result
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.flush()
+            w.close()
+        self._writers.clear()
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename (readers never see half a file)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

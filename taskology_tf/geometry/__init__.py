@@ -1,0 +1,32 @@
+"""Geometry as pure ``keras.ops`` functions (no TensorFlow import): cameras, transforms, resampling, SSIM, normals, warping.
+
+Camera frame x right, y down, z forward (metres); pixels ``(u, v) = (column,
+row)`` with centres at integer coordinates; 4x4 transforms act on column
+vectors (``X' = R X + t``).
+"""
+
+from taskology_tf.geometry.camera import backproject, pixel_grid, project, scale_intrinsics
+from taskology_tf.geometry.normals import cosine_distance, normals_from_depth
+from taskology_tf.geometry.resample import bilinear_sample
+from taskology_tf.geometry.ssim import ssim_distance, ssim_map
+from taskology_tf.geometry.transforms import apply, compose, invert, rotation_matrix, rotation_y
+from taskology_tf.geometry.warp import inverse_warp, reproject
+
+__all__ = [
+    "apply",
+    "backproject",
+    "bilinear_sample",
+    "compose",
+    "cosine_distance",
+    "inverse_warp",
+    "invert",
+    "normals_from_depth",
+    "pixel_grid",
+    "project",
+    "reproject",
+    "rotation_matrix",
+    "rotation_y",
+    "scale_intrinsics",
+    "ssim_distance",
+    "ssim_map",
+]

@@ -1,0 +1,98 @@
+"""Monocular depth: a U-Net on a ResNet encoder, squared error on valid pixels (Sec. 4.3)."""
+
+from __future__ import annotations
+
+import math
+
+import gin
+import keras
+from keras import ops
+
+from taskology_tf.core.registry import register_task
+from taskology_tf.core.task import Task
+from taskology_tf.metrics.accumulate import DepthMetrics
+from taskology_tf.models.unet import build_dense_model, conv_head
+from taskology_tf.tasks.dense import check_image_spec, colorize_depth, image_to_float, side_by_side
+
+
+def masked_squared_error(pred, gt):
+    """Per-example mean of (pred - gt)^2 over pixels with gt > 0; [B]; 0 where nothing is labelled.
+
+    pred, gt: [B, H, W, 1] metres.
+    """
+    valid = ops.cast(gt > 0.0, pred.dtype)
+    err = ops.square(pred - gt) * valid
+    return ops.sum(err, axis=(1, 2, 3)) / ops.maximum(ops.sum(valid, axis=(1, 2, 3)), 1.0)
+
+
+@register_task("depth")
+@gin.configurable
+class DepthTask(Task):
+    """Predicts ``depth`` [B, H, W, 1] (metres, softplus) from ``image``.
+
+    Args:
+      name: task name.
+      preset: encoder preset ("tiny", "small", "resnet18", "resnet34", "resnet50").
+      learning_rate: Adam learning rate of the task's own optimizer.
+      initial_depth: depth the untrained network predicts everywhere (bias of the softplus head), metres.
+      max_depth: evaluation cap in metres (None = no cap).
+      median_scaling: evaluate with per-image median scaling (monocular, scale-free models).
+    """
+
+    input_keys = ("image",)
+    label_keys = ("depth",)
+    output_keys = ("depth",)
+
+    def __init__(
+        self,
+        name: str = "depth",
+        preset: str = "tiny",
+        learning_rate: float = 1e-3,
+        initial_depth: float = 10.0,
+        max_depth: float | None = None,
+        median_scaling: bool = False,
+    ):
+        super().__init__(name)
+        if initial_depth <= 0:
+            raise ValueError(f"initial_depth must be positive metres, got {initial_depth}.")
+        self.preset = preset
+        self.learning_rate = learning_rate
+        self.initial_depth = initial_depth
+        self.max_depth = max_depth
+        self.median_scaling = median_scaling
+
+    def build_model(self) -> keras.Model:
+        bias = math.log(math.expm1(self.initial_depth))  # softplus^-1
+        head = conv_head(1, "softplus", name="depth", bias_initializer=keras.initializers.Constant(bias))
+        return build_dense_model(self.name, {"depth": head}, preset=self.preset)
+
+    def validate_spec(self, element_spec) -> None:
+        check_image_spec(self.name, element_spec)
+
+    def loss(self, batch, predictions):
+        return masked_squared_error(predictions["depth"], batch["depth"])
+
+    def make_optimizer(self):
+        return keras.optimizers.Adam(self.learning_rate)
+
+    def make_metrics(self):
+        return _DepthAccumulator(DepthMetrics(max_depth=self.max_depth, median_scaling=self.median_scaling))
+
+    def summary_images(self, batch, predictions):
+        valid = batch["depth"] > 0
+        return {
+            f"{self.name}/image_prediction_label": side_by_side(
+                image_to_float(batch["image"]), colorize_depth(predictions["depth"]), colorize_depth(batch["depth"], valid)
+            )
+        }
+
+
+class _DepthAccumulator:
+    def __init__(self, metrics: DepthMetrics):
+        self.metrics = metrics
+
+    def update(self, batch, predictions):
+        self.metrics.update(predictions["depth"], batch["depth"])
+
+    def result(self):
+        return self.metrics.result()
