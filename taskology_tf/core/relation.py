@@ -26,6 +26,8 @@ class Relation:
       loss_fn: pure per-example loss, [B] float32.
       weight: weight of the loss in every participating task's objective.
       task_weights: optional per-task override of ``weight`` (the loss seen from that task).
+      start_step: the relation is off before this step of the consuming trainer (0 = from the start).
+      ramp_steps: after ``start_step`` its weight ramps up linearly over this many steps.
     """
 
     name: str
@@ -34,6 +36,14 @@ class Relation:
     input_keys: tuple[str, ...] = ()
     weight: float = 1.0
     task_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    start_step: int = 0
+    ramp_steps: int = 0
+
+    def __post_init__(self):
+        if self.start_step < 0 or self.ramp_steps < 0:
+            raise ValueError(
+                f"Relation {self.name!r}: start_step and ramp_steps must be >= 0, got {self.start_step}, {self.ramp_steps}."
+            )
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -41,6 +51,14 @@ class Relation:
 
     def weight_for(self, task: str) -> float:
         return float(self.task_weights.get(task, self.weight))
+
+    def scale_at(self, step: int) -> float:
+        """Warm-up factor in [0, 1] of the relation's weight at a trainer's ``step``."""
+        if step < self.start_step:
+            return 0.0
+        if self.ramp_steps == 0:
+            return 1.0
+        return min(1.0, (step - self.start_step + 1) / self.ramp_steps)
 
     def loss(self, inputs: Mapping[str, Any], predictions_by_task: Mapping[str, Mapping[str, Any]]) -> Any:
         """Per-example consistency loss [B]; checks that every task it reads is present."""

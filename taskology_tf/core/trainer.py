@@ -194,9 +194,10 @@ class TaskTrainer:
         return int(self.step_var.numpy())
 
     # --- the step -------------------------------------------------------------------------------
-    def peer_predictions(self, mediator_batch) -> dict[str, dict[str, tf.Tensor]]:
-        """Predictions of every peer on the mediator batch (no gradients)."""
-        needed = {t for rel in self.relations for t in rel.tasks if t != self.name}
+    def peer_predictions(self, mediator_batch, relations=None) -> dict[str, dict[str, tf.Tensor]]:
+        """Predictions of every peer that ``relations`` (default: all of the task's) read, on the mediator batch."""
+        relations = self.relations if relations is None else relations
+        needed = {t for rel in relations for t in rel.tasks if t != self.name}
         out = {}
         for name in sorted(needed):
             if name not in self.peers:
@@ -209,7 +210,7 @@ class TaskTrainer:
             out[name] = peer.predict({k: mediator_batch[k] for k in keys})
         return out
 
-    def _compute(self, dedicated, mediator, peer_predictions):
+    def _compute(self, dedicated, mediator, peer_predictions, relation_weights):
         terms = {}
         with tf.GradientTape() as tape:
             total = tf.constant(0.0, tf.float32)
@@ -221,11 +222,13 @@ class TaskTrainer:
             if mediator is not None and self.relations:
                 own = self.model(self.task.model_inputs(mediator), training=True)
                 for rel in self.relations:
+                    if rel.name not in relation_weights:
+                        continue
                     by_task = {t: peer_predictions[t] for t in rel.tasks if t != self.name}
                     by_task[self.name] = own
                     value = tf.reduce_mean(tf.cast(rel.loss(mediator, by_task), tf.float32))
                     terms[rel.name] = value
-                    total += rel.weight_for(self.name) * value
+                    total += relation_weights[rel.name] * value
             if self.model.losses:
                 reg = tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
                 terms["regularization"] = reg
@@ -247,7 +250,9 @@ class TaskTrainer:
         step = self.step
         for peer in self.peers.values():
             peer.on_step(step)
-        has_med = self.has_relations and (mediator_batch is not None or self.mediator is not None)
+        weights = {r.name: r.weight_for(self.name) * r.scale_at(step) for r in self.relations}
+        weights = {k: v for k, v in weights.items() if v != 0.0}  # relations still warming up cost nothing
+        has_med = bool(weights) and (mediator_batch is not None or self.mediator is not None)
         use_ded, use_med = self.schedule.draws(step, self.dedicated is not None or dedicated_batch is not None, has_med)
         if not (use_ded or use_med):
             return None
@@ -257,10 +262,11 @@ class TaskTrainer:
         if use_med:
             med = mediator_batch if mediator_batch is not None else self.next_mediator()
             med = {k: med[k] for k in self.mediator_keys()}
-            peer_preds = self.peer_predictions(med)
+            peer_preds = self.peer_predictions(med, [r for r in self.relations if r.name in weights])
         if ded is not None:
             ded = {k: ded[k] for k in tuple(self.task.input_keys) + tuple(self.task.label_keys) if k in ded}
-        terms, grads = self._compute_fn(ded, med, peer_preds)
+        active = {k: tf.constant(v, tf.float32) for k, v in weights.items()} if use_med else {}
+        terms, grads = self._compute_fn(ded, med, peer_preds, active)
         values = {k: float(v) for k, v in terms.items()}
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:

@@ -10,7 +10,8 @@ from keras import ops
 
 from taskology_tf.core.registry import register_task
 from taskology_tf.core.task import Task
-from taskology_tf.metrics.accumulate import DepthMetrics
+from taskology_tf.geometry.normals import normals_from_depth
+from taskology_tf.metrics.accumulate import DepthMetrics, NormalsMetrics
 from taskology_tf.models.unet import build_dense_model, conv_head
 from taskology_tf.tasks.dense import check_image_spec, colorize_depth, image_to_float, side_by_side
 
@@ -88,11 +89,21 @@ class DepthTask(Task):
 
 
 class _DepthAccumulator:
+    """Depth errors; when the data also has normals and intrinsics, the accuracy of the normals
+    derived from the predicted depth too (``derived_normals_*``, a diagnostic for the relation)."""
+
     def __init__(self, metrics: DepthMetrics):
         self.metrics = metrics
+        self.derived = NormalsMetrics()
 
     def update(self, batch, predictions):
         self.metrics.update(predictions["depth"], batch["depth"])
+        if "normals" in batch and "intrinsics" in batch:
+            derived = ops.convert_to_numpy(normals_from_depth(ops.convert_to_tensor(predictions["depth"]), ops.convert_to_tensor(batch["intrinsics"])))
+            self.derived.update(derived, batch["normals"])
 
     def result(self):
-        return self.metrics.result()
+        out = self.metrics.result()
+        if self.derived.num_pixels:
+            out.update({f"derived_normals_{k}": v for k, v in self.derived.result().items()})
+        return out

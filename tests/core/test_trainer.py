@@ -142,3 +142,26 @@ def test_write_json_atomic(tmp_path):
     write_json_atomic(str(path), {"a": 2})
     assert path.read_text().strip().endswith("}") and '"a": 2' in path.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_relation_warm_up(toy):
+    """A relation with start_step 2 and ramp 2 is off, then at half weight, then at full weight."""
+    import dataclasses
+
+    rel = dataclasses.replace(toy.relation(weight=2.0), start_step=2, ramp_steps=2)
+    assert [rel.scale_at(s) for s in range(5)] == [0.0, 0.0, 0.5, 1.0, 1.0]
+    ta = TaskTrainer(toy.task_a, [rel], dedicated=toy.dataset(8, 1), batch_size=4, shuffle_buffer=0)
+    tb = TaskTrainer(toy.task_b, [rel], dedicated=toy.dataset(8, 2), batch_size=4, shuffle_buffer=0)
+    coll = Collective([ta, tb], mediator=toy.dataset(8, 5, keys=("id", "image")), mediator_batch_size=4, shuffle_buffer=0)
+    terms = [coll.round()["a"] for _ in range(4)]
+    assert ["agree" in t for t in terms] == [False, False, True, True]
+    # total = supervised + weight * scale * agree
+    assert terms[2]["total"] == pytest.approx(terms[2]["supervised"] + 1.0 * terms[2]["agree"], rel=1e-5)
+    assert terms[3]["total"] == pytest.approx(terms[3]["supervised"] + 2.0 * terms[3]["agree"], rel=1e-5)
+
+
+def test_relation_rejects_negative_warm_up(toy):
+    import dataclasses
+
+    with pytest.raises(ValueError, match="start_step and ramp_steps"):
+        dataclasses.replace(toy.relation(), start_step=-1)

@@ -42,3 +42,31 @@ def test_registered_and_configurable():
     assert rel.tasks == ("depth", "normals") and rel.input_keys == ("intrinsics",)
     custom = depth_normals(depth="d2", normals="n2", weight=0.5, normals_weight=2.0)
     assert custom.weight_for("d2") == 0.5 and custom.weight_for("n2") == 2.0
+
+
+def test_reliable_mask_drops_far_pixels_and_depth_steps():
+    from taskology_tf.relations.depth_normals import reliable_depth_mask
+
+    depth = np.full((1, 6, 8, 1), 5.0, np.float32)
+    depth[:, :, 4:] = 10.0  # a step between columns 3 and 4
+    depth[:, 0, 0] = 100.0  # a far pixel
+    mask = np.asarray(reliable_depth_mask(depth, max_depth=50.0, max_relative_step=0.2))[0, ..., 0]
+    assert mask[0, 0] == 0  # too far
+    assert mask[3, 1] == 1 and mask[3, 6] == 1  # smooth interior
+    # Columns 3 and 4 have a neighbour on the same surface, so they stay (edge-aware normals are fine there).
+    assert mask[3, 3] == 1 and mask[3, 4] == 1
+    one_pixel = np.full((1, 5, 5, 1), 5.0, np.float32)
+    one_pixel[0, 2, 2] = 9.0  # an isolated spike has no neighbour on its surface
+    assert np.asarray(reliable_depth_mask(one_pixel, max_relative_step=0.2))[0, 2, 2, 0] == 0
+
+
+def test_masked_loss_ignores_unreliable_pixels():
+    depth, K = _plane_depth()
+    normals = np.zeros(depth.shape[:-1] + (3,), np.float32)
+    normals[..., 1] = -1.0
+    depth_far = depth.copy()
+    far = depth_far > 8.0
+    normals[np.broadcast_to(far, normals.shape[:-1] + (1,))[..., 0]] = (0.0, 0.0, -1.0)  # wrong where far
+    preds = {"depth": {"depth": depth_far}, "normals": {"normals": normals}}
+    assert float(depth_normals_loss({"intrinsics": K}, preds)[0]) > 0.05
+    assert float(depth_normals_loss({"intrinsics": K}, preds, max_depth=8.0)[0]) < 1e-5

@@ -1,0 +1,201 @@
+"""The ``taskology`` command: train, eval, export, data synth, demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class UsageError(Exception):
+    """A problem with the command line or configuration; printed without a traceback."""
+
+
+def resolve_gin_file(path: str) -> str:
+    """Find a gin file as given, relative to the repository, or by experiment name under gin/experiments."""
+    candidates = [Path(path), REPO_ROOT / path, REPO_ROOT / "gin" / "experiments" / path,
+                  REPO_ROOT / "gin" / "experiments" / f"{path}.gin"]
+    for c in candidates:
+        if c.is_file():
+            return str(c)
+    available = sorted(p.stem for p in (REPO_ROOT / "gin" / "experiments").glob("*.gin"))
+    raise UsageError(f"gin file {path!r} not found. Experiments available: {', '.join(available) or '(none)'}.")
+
+
+def parse_gin(gin_files, gin_params, imports=()) -> None:
+    import gin
+
+    from taskology_tf import experiment  # noqa: F401  (registers Experiment with gin)
+    from taskology_tf.core import optimizers  # noqa: F401  (registers keras optimizers with gin)
+    from taskology_tf.core import trainer  # noqa: F401  (registers TaskTrainer with gin)
+    from taskology_tf.core.registry import _import_builtins
+    from taskology_tf.data import sources  # noqa: F401
+
+    _import_builtins()
+    for module in imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UsageError(f"--import {module}: {e}. Is it on PYTHONPATH?") from e
+    files = [resolve_gin_file(f) for f in gin_files]
+    gin.add_config_file_search_path(str(REPO_ROOT))
+    try:
+        gin.parse_config_files_and_bindings(files, gin_params, finalize_config=False)
+    except Exception as e:  # gin raises ValueError/KeyError/ImportError/SyntaxError with its own text.
+        raise UsageError(
+            f"bad gin configuration: {e}\nCheck the spelling of the configurable and parameter names "
+            "(see the files under gin/ for the available ones)."
+        ) from e
+
+
+def _add_config_flags(p: argparse.ArgumentParser, workdir_required: bool = True) -> None:
+    p.add_argument("--gin_file", action="append", default=[], help="gin experiment file (repeatable)")
+    p.add_argument("--gin_param", action="append", default=[], help="gin binding, e.g. Experiment.train_steps=100")
+    p.add_argument("--workdir", required=workdir_required, help="folder for checkpoints, logs, exports, metrics")
+    p.add_argument("--import", dest="imports", action="append", default=[],
+                   help="Python module to import first (registers your own tasks/relations)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskology", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an experiment's tasks collectively in one process (resumes)")
+    _add_config_flags(p)
+    p.add_argument("--no_progress", action="store_true")
+
+    p = sub.add_parser("eval", help="evaluate the latest checkpoints of an experiment")
+    _add_config_flags(p)
+
+    p = sub.add_parser("export", help="export tasks' networks as versioned SavedModels")
+    _add_config_flags(p)
+    p.add_argument("--task", action="append", default=[], help="task to export (default: all)")
+    p.add_argument("--export_dir", default=None, help="base folder (default: <workdir>/<task>/export)")
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("synth", help="write the synthetic world to TFRecords")
+    p.add_argument("--out_dir", required=True)
+    p.add_argument("--style", default="sim", choices=["sim", "real"])
+    p.add_argument("--split", default="train")
+    p.add_argument("--num_examples", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--with_next", action="store_true")
+
+    p = sub.add_parser("demo", help="the Table 3 demo: depth + normals, sim -> real, with and without consistency")
+    p.add_argument("--workdir", default="/tmp/taskology_demo")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the demo's)")
+    p.add_argument("--variant", default="paper", choices=["paper", "partial", "both"],
+                   help="paper: no real labels at all; partial: the real style has depth labels (not normals)")
+    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for both runs")
+    p.add_argument("--no_progress", action="store_true")
+    return parser
+
+
+def cmd_train(args) -> None:
+    from taskology_tf.experiment import Experiment
+
+    parse_gin(args.gin_file, args.gin_param, args.imports)
+    result = Experiment().run(args.workdir, progress=not args.no_progress)
+    _print_metrics(result["metrics"])
+    print(os.path.join(args.workdir, "metrics.json"))
+
+
+def cmd_eval(args) -> None:
+    from taskology_tf.core.trainer import write_json_atomic
+    from taskology_tf.experiment import Experiment
+
+    parse_gin(args.gin_file, args.gin_param, args.imports)
+    experiment = Experiment()
+    metrics, step = {}, {}
+    for name in experiment.task_names:
+        trainer = experiment.build_trainer(name, args.workdir)
+        if trainer.step == 0:
+            raise UsageError(f"No checkpoint of task {name!r} under {args.workdir}/{name}/ckpt; train first.")
+        metrics[name] = trainer.evaluate()
+        step[name] = trainer.step
+    path = os.path.join(args.workdir, "eval_metrics.json")
+    write_json_atomic(path, {"step": step, "metrics": metrics})
+    _print_metrics(metrics)
+    print(path)
+
+
+def cmd_export(args) -> None:
+    from taskology_tf.experiment import Experiment
+    from taskology_tf.serving.export import export_model
+
+    parse_gin(args.gin_file, args.gin_param, args.imports)
+    experiment = Experiment()
+    names = args.task or experiment.task_names
+    for name in names:
+        if name not in experiment.tasks:
+            raise UsageError(f"--task {name!r} is not in the experiment's tasks {experiment.task_names}.")
+        trainer = experiment.build_trainer(name, args.workdir)
+        base = args.export_dir and os.path.join(args.export_dir, name) or os.path.join(args.workdir, name, "export")
+        print(export_model(trainer.model, base, trainer.step))
+
+
+def cmd_data(args) -> None:
+    from taskology_tf.data.tfrecord import write_synthetic
+
+    paths = write_synthetic(args.out_dir, style=args.style, split=args.split, num_examples=args.num_examples,
+                            seed=args.seed, height=args.height, width=args.width, with_next=args.with_next)
+    for p in paths:
+        print(p)
+
+
+def _print_metrics(metrics) -> None:
+    for task, values in metrics.items():
+        print(f"{task}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    finally:
+        import gin
+
+        gin.clear_config()
+
+
+def _run(args) -> int:
+    try:
+        if args.command == "train":
+            cmd_train(args)
+        elif args.command == "eval":
+            cmd_eval(args)
+        elif args.command == "export":
+            cmd_export(args)
+        elif args.command == "data":
+            cmd_data(args)
+        elif args.command == "demo":
+            from taskology_tf.demo import run_demo
+
+            run_demo(args.workdir, steps=args.steps, variant=args.variant, progress=not args.no_progress,
+                     gin_params=args.gin_param)
+    except UsageError as e:
+        print(f"taskology: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from taskology_tf.core.registry import UnknownNameError
+        from taskology_tf.core.trainer import NonFiniteLossError
+        from taskology_tf.data.example import ExampleSpecError
+
+        known = (UnknownNameError, ExampleSpecError, NonFiniteLossError, FileNotFoundError, ValueError, TypeError)
+        if isinstance(e, known) and not os.environ.get("TASKOLOGY_TRACEBACK"):
+            print(f"taskology: error: {e}\n(set TASKOLOGY_TRACEBACK=1 for the traceback)", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Gin-configurable data sources: each returns an unbatched ``tf.data.Dataset`` of example dicts.
+
+Bind them in experiment files with scopes, e.g.::
+
+    TaskTrainer.dedicated = @sim_train/synthetic()
+    sim_train/synthetic.style = 'sim'
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Sequence
+
+import gin
+
+
+@gin.configurable
+def synthetic(
+    style: str = "sim",
+    num_examples: int = 256,
+    seed: int = 0,
+    height: int = 64,
+    width: int = 128,
+    with_next: bool = False,
+    keys: Sequence[str] | None = None,
+    unlabelled: Sequence[str] = (),
+):
+    """The built-in synthetic street world (see ``taskology_tf.data.synthetic``)."""
+    from taskology_tf.data.synthetic.dataset import synthetic_dataset
+
+    return synthetic_dataset(
+        style=style,
+        num_examples=num_examples,
+        seed=seed,
+        height=height,
+        width=width,
+        with_next=with_next,
+        keys=None if keys is None else tuple(keys),
+        unlabelled=tuple(unlabelled),
+    )
+
+
+@gin.configurable
+def tfrecords(paths: str | Sequence[str] = gin.REQUIRED, compression: str | None = None):
+    """Records written by ``taskology data synth`` (or any writer of the project's record format).
+
+    ``paths``: a file, a glob pattern or a list of them.
+    """
+    from taskology_tf.data.tfrecord import read_examples
+
+    patterns = [paths] if isinstance(paths, str) else list(paths)
+    files: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matches:
+            raise FileNotFoundError(
+                f"No dataset files match {pattern!r}. Create them with `taskology data synth --out_dir DIR ...` "
+                "or point tfrecords.paths at existing records."
+            )
+        files += matches
+    return read_examples(files, compression=compression)
+
+
+@gin.configurable
+def mix(sources=gin.REQUIRED, weights: Sequence[float] | None = None, seed: int = 0):
+    """Sample examples from several datasets of the same structure (e.g. sim labels + partially labelled real).
+
+    Each source is repeated; with ``weights`` None they are drawn equally often.
+    """
+    import tensorflow as tf
+
+    sources = list(sources)
+    if not sources:
+        raise ValueError("mix.sources is empty: give at least one dataset.")
+    specs = [s.element_spec for s in sources]
+    for i, spec in enumerate(specs[1:], 1):
+        if set(spec) != set(specs[0]):
+            raise ValueError(
+                f"mix: source {i} has keys {sorted(spec)} but source 0 has {sorted(specs[0])}; give them the same "
+                "keys (mask missing labels with synthetic.unlabelled instead of dropping them)."
+            )
+    return tf.data.Dataset.sample_from_datasets([s.repeat() for s in sources], weights=weights, seed=seed)

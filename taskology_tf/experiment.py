@@ -1,0 +1,118 @@
+"""An experiment: which tasks, which relations, which shared mediator data, how long.
+
+Configured with gin (one file per paper table row under ``gin/experiments``). Each task's trainer is
+built inside ``gin.config_scope(task_name)``, so ``depth/TaskTrainer.batch_size = 4`` or
+``normals/NormalsTask.learning_rate = 1e-4`` set one task's hyper-parameters only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import gin
+
+from taskology_tf.core.registry import relation_factory, task_factory
+
+
+@gin.configurable
+class Experiment:
+    """Args:
+      tasks: task names (registered with ``register_task``).
+      relations: relation names (registered with ``register_relation``).
+      mediator: unbatched dataset shared by the relations (unlabelled), or None.
+      mediator_batch_size: batch size of the shared mediator batches.
+      train_steps: steps of every trainer.
+      seed: seeds weight initialisation (``keras.utils.set_random_seed``) and mediator shuffling, so a run
+        is repeatable and two runs that differ only in their relations start from the same weights.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str] = gin.REQUIRED,
+        relations: Sequence[str] = (),
+        mediator=None,
+        mediator_batch_size: int = 8,
+        train_steps: int = 1000,
+        seed: int = 0,
+    ):
+        if not tasks:
+            raise ValueError("Experiment.tasks is empty: name at least one task, e.g. Experiment.tasks = ['depth'].")
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"Experiment.tasks has duplicates: {list(tasks)}.")
+        if train_steps < 0:
+            raise ValueError(f"Experiment.train_steps must be >= 0, got {train_steps}.")
+        self.task_names = list(tasks)
+        self.relation_names = list(relations)
+        self.mediator = mediator
+        self.mediator_batch_size = mediator_batch_size
+        self.train_steps = int(train_steps)
+        self.seed = seed
+        import keras
+
+        keras.utils.set_random_seed(int(seed))
+        self.tasks = {}
+        for name in self.task_names:
+            factory = task_factory(name)
+            with gin.config_scope(name):
+                self.tasks[name] = factory(name=name)
+        self.relations = []
+        for name in self.relation_names:
+            factory = relation_factory(name)
+            with gin.config_scope(name):
+                relation = factory()
+            missing = [t for t in relation.tasks if t not in self.tasks]
+            if missing:
+                raise ValueError(
+                    f"Relation {name!r} ties tasks {list(relation.tasks)} but the experiment has only "
+                    f"{self.task_names}; add {missing} to Experiment.tasks or remove the relation."
+                )
+            self.relations.append(relation)
+        if self.relations and mediator is None:
+            raise ValueError(
+                f"Relations {self.relation_names} need shared mediator data: set Experiment.mediator "
+                "(e.g. Experiment.mediator = @real_train/synthetic())."
+            )
+
+    def build_trainer(self, name: str, workdir: str | None, **overrides):
+        """The trainer of task ``name`` (its gin scope applies), writing to ``workdir/name``."""
+        from taskology_tf.core.trainer import TaskTrainer
+
+        relations = [r for r in self.relations if name in r.tasks]
+        with gin.config_scope(name):
+            return TaskTrainer(
+                self.tasks[name], relations, workdir=workdir and os.path.join(workdir, name), **overrides
+            )
+
+    def build_collective(self, workdir: str | None):
+        from taskology_tf.core.collective import Collective
+
+        import keras
+
+        trainers = []
+        for i, name in enumerate(self.task_names):
+            keras.utils.set_random_seed(int(self.seed) * 1000 + i)  # a task's initial weights do not depend on its peers
+            trainers.append(self.build_trainer(name, workdir))
+        return Collective(
+            trainers,
+            mediator=self.mediator if self.relations else None,
+            mediator_batch_size=self.mediator_batch_size,
+            seed=self.seed,
+        )
+
+    def run(self, workdir: str, progress: bool = True, desc: str = "collective") -> dict:
+        """Train all tasks collectively (resuming if ``workdir`` has checkpoints), evaluate, write metrics.json."""
+        from taskology_tf.core.trainer import write_json_atomic
+
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
+            f.write(gin.operative_config_str())
+        collective = self.build_collective(workdir)
+        try:
+            collective.train(self.train_steps, progress=progress, desc=desc)
+            metrics = collective.evaluate()
+        finally:
+            collective.close()
+        result = {"step": self.train_steps, "metrics": metrics}
+        write_json_atomic(os.path.join(workdir, "metrics.json"), result)
+        return result

@@ -1,0 +1,1 @@
+"""Exporting trained task networks as versioned SavedModels (and, later, serving them)."""
