@@ -16,6 +16,13 @@ from taskology_tf.models.unet import build_dense_model, conv_head
 from taskology_tf.tasks.dense import check_image_spec, colorize_depth, image_to_float, side_by_side
 
 
+def masked_log_squared_error(pred, gt):
+    """Per-example mean of (log pred - log gt)^2 over pixels with gt > 0; [B] (relative, scale-balanced)."""
+    valid = ops.cast(gt > 0.0, pred.dtype)
+    err = ops.square(ops.log(ops.maximum(pred, 1e-3)) - ops.log(ops.maximum(gt, 1e-3))) * valid
+    return ops.sum(err, axis=(1, 2, 3)) / ops.maximum(ops.sum(valid, axis=(1, 2, 3)), 1.0)
+
+
 def masked_squared_error(pred, gt):
     """Per-example mean of (pred - gt)^2 over pixels with gt > 0; [B]; 0 where nothing is labelled.
 
@@ -24,6 +31,9 @@ def masked_squared_error(pred, gt):
     valid = ops.cast(gt > 0.0, pred.dtype)
     err = ops.square(pred - gt) * valid
     return ops.sum(err, axis=(1, 2, 3)) / ops.maximum(ops.sum(valid, axis=(1, 2, 3)), 1.0)
+
+
+LOSSES = {"squared": masked_squared_error, "log_squared": masked_log_squared_error}
 
 
 @register_task("depth")
@@ -38,6 +48,8 @@ class DepthTask(Task):
       initial_depth: depth the untrained network predicts everywhere (bias of the softplus head), metres.
       max_depth: evaluation cap in metres (None = no cap).
       median_scaling: evaluate with per-image median scaling (monocular, scale-free models).
+      loss: "squared" (the paper's Sec. 4.3 MSE, metres^2) or "log_squared" (squared error of log depth).
+      upsampling: decoder upsampling, "nearest" or "bilinear".
     """
 
     input_keys = ("image",)
@@ -52,8 +64,14 @@ class DepthTask(Task):
         initial_depth: float = 10.0,
         max_depth: float | None = None,
         median_scaling: bool = False,
+        loss: str = "squared",
+        upsampling: str = "nearest",
     ):
         super().__init__(name)
+        if loss not in LOSSES:
+            raise ValueError(f"DepthTask.loss must be one of {sorted(LOSSES)}, got {loss!r}.")
+        self.loss_name = loss
+        self.upsampling = upsampling
         if initial_depth <= 0:
             raise ValueError(f"initial_depth must be positive metres, got {initial_depth}.")
         self.preset = preset
@@ -65,13 +83,13 @@ class DepthTask(Task):
     def build_model(self) -> keras.Model:
         bias = math.log(math.expm1(self.initial_depth))  # softplus^-1
         head = conv_head(1, "softplus", name="depth", bias_initializer=keras.initializers.Constant(bias))
-        return build_dense_model(self.name, {"depth": head}, preset=self.preset)
+        return build_dense_model(self.name, {"depth": head}, preset=self.preset, upsampling=self.upsampling)
 
     def validate_spec(self, element_spec) -> None:
         check_image_spec(self.name, element_spec)
 
     def loss(self, batch, predictions):
-        return masked_squared_error(predictions["depth"], batch["depth"])
+        return LOSSES[self.loss_name](predictions["depth"], batch["depth"])
 
     def make_optimizer(self):
         return keras.optimizers.Adam(self.learning_rate)

@@ -32,19 +32,21 @@ class NormalsTask(Task):
       name: task name.
       preset: encoder preset ("tiny", "small", "resnet18", "resnet34", "resnet50").
       learning_rate: Adam learning rate of the task's own optimizer.
+      upsampling: decoder upsampling, "nearest" or "bilinear".
     """
 
     input_keys = ("image",)
     label_keys = ("normals",)
     output_keys = ("normals",)
 
-    def __init__(self, name: str = "normals", preset: str = "tiny", learning_rate: float = 1e-3):
+    def __init__(self, name: str = "normals", preset: str = "tiny", learning_rate: float = 1e-3, upsampling: str = "nearest"):
         super().__init__(name)
+        self.upsampling = upsampling
         self.preset = preset
         self.learning_rate = learning_rate
 
     def build_model(self) -> keras.Model:
-        return build_dense_model(self.name, {"normals": normals_head(name="normals")}, preset=self.preset)
+        return build_dense_model(self.name, {"normals": normals_head(name="normals")}, preset=self.preset, upsampling=self.upsampling)
 
     def validate_spec(self, element_spec) -> None:
         check_image_spec(self.name, element_spec)
