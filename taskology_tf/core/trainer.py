@@ -68,6 +68,8 @@ class TaskTrainer:
         (0 / None = always current). Read by whoever builds the peers.
       checkpoint_every, summary_every, eval_every: cadences in steps (0 = never, except a final checkpoint).
       max_to_keep: checkpoints kept.
+      export_every: publish the network as SavedModel version ``<workdir>/export/<step>`` every this many
+        steps (0 = never), written atomically, for model servers; ``export_keep`` versions are kept.
       shuffle_buffer, seed: dedicated-data shuffling.
       jit_compile: compile the step with XLA.
     """
@@ -93,6 +95,8 @@ class TaskTrainer:
         eval_every: int = 0,
         image_summaries: int = 4,
         max_to_keep: int = 3,
+        export_every: int = 0,
+        export_keep: int = 3,
         shuffle_buffer: int = 1024,
         seed: int = 0,
         jit_compile: bool = False,
@@ -116,6 +120,8 @@ class TaskTrainer:
         self.summary_every = int(summary_every)
         self.eval_every = int(eval_every)
         self.image_summaries = int(image_summaries)
+        self.export_every = int(export_every)
+        self.export_keep = int(export_keep)
         self.seed = int(seed)
         self.shuffle_buffer = int(shuffle_buffer)
 
@@ -334,6 +340,8 @@ class TaskTrainer:
             self.save()
         if self.eval_every and step % self.eval_every == 0 and self.eval_data is not None:
             self.evaluate()
+        if self.export_every and step % self.export_every == 0:
+            self.export()
 
     def save(self) -> str | None:
         """Write a checkpoint atomically (the index file is updated last); returns its path."""
@@ -343,6 +351,14 @@ class TaskTrainer:
         if latest and latest.endswith(f"-{self.step}"):
             return latest  # this step is already saved
         return self._manager.save(checkpoint_number=self.step_var)
+
+    def export(self) -> str | None:
+        """Publish the current network as version ``<workdir>/export/<step>`` (atomic); returns its folder."""
+        if not self.workdir:
+            return None
+        from taskology_tf.serving.export import export_model
+
+        return export_model(self.model, os.path.join(self.workdir, "export"), self.step, keep=self.export_keep or None)
 
     def restore(self, path: str | None = None) -> int:
         """Restore the latest (or given) checkpoint; returns the restored step (0 when none)."""

@@ -2,16 +2,32 @@
 
 A server that polls ``<base>`` (the project's or TF Serving's ``tensorflow_model_server``) only ever
 sees complete versions: the export is written to ``<base>/.tmp-<version>-<pid>`` (not a number, so
-ignored by version polling) and renamed to ``<base>/<version>`` in one step.
+ignored by version polling) and renamed to ``<base>/<version>`` in one step. Old versions are
+removed the same way round: renamed to a non-numeric name first, then deleted.
+
+With ``warmup_inputs`` the export also carries ``assets.extra/tf_serving_warmup_requests``, TF
+Serving's warm-up file (a TFRecord of ``PredictionLog`` protos), which servers replay before they
+serve the version, so the first real request does not pay for graph tracing and allocation.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from typing import Mapping
+
+import numpy as np
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
-def export_model(model, base_path: str, version: int, keep: int | None = None) -> str:
+def export_model(
+    model,
+    base_path: str,
+    version: int,
+    keep: int | None = None,
+    warmup_inputs: Mapping[str, np.ndarray] | None = None,
+) -> str:
     """Export ``model`` (dict inputs/outputs) with a ``serving_default`` signature; returns the version folder.
 
     Args:
@@ -19,9 +35,13 @@ def export_model(model, base_path: str, version: int, keep: int | None = None) -
       base_path: the model's base folder (``<workdir>/<task>/export``).
       version: integer version (the trainer's global step).
       keep: keep only the newest ``keep`` versions (None = all).
+      warmup_inputs: a small batch of inputs (name -> array, e.g. {"image": uint8 [1, H, W, 3]}) written
+        as one warm-up ``PredictRequest`` for the ``serving_default`` signature; None = no warm-up file.
     """
     if int(version) < 0:
         raise ValueError(f"version must be a non-negative integer, got {version}.")
+    if warmup_inputs is not None:
+        warmup_inputs = _check_warmup_inputs(model, warmup_inputs)
     os.makedirs(base_path, exist_ok=True)
     final = os.path.join(base_path, str(int(version)))
     if os.path.exists(final):
@@ -30,12 +50,14 @@ def export_model(model, base_path: str, version: int, keep: int | None = None) -
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model.export(tmp, format="tf_saved_model", verbose=False)
+        if warmup_inputs is not None:
+            write_warmup_requests(tmp, warmup_inputs)
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if keep:
         for old in list_versions(base_path)[:-keep]:
-            shutil.rmtree(os.path.join(base_path, str(old)), ignore_errors=True)
+            remove_version(base_path, old)
     return final
 
 
@@ -44,3 +66,51 @@ def list_versions(base_path: str) -> list[int]:
     if not os.path.isdir(base_path):
         return []
     return sorted(int(d) for d in os.listdir(base_path) if d.isdigit() and os.path.isdir(os.path.join(base_path, d)))
+
+
+def remove_version(base_path: str, version: int) -> None:
+    """Delete ``<base>/<version>`` so that no poller sees it half deleted (rename away, then delete)."""
+    folder = os.path.join(base_path, str(int(version)))
+    trash = os.path.join(base_path, f".del-{int(version)}-{os.getpid()}")
+    try:
+        os.replace(folder, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_warmup_requests(version_dir: str, inputs: Mapping[str, np.ndarray], signature_name: str = "serving_default") -> str:
+    """Write ``<version_dir>/assets.extra/tf_serving_warmup_requests`` holding one Predict request; returns its path."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from taskology_tf.serving.codec import to_tensor_proto
+
+    log = prediction_log_pb2.PredictionLog()
+    request = log.predict_log.request
+    request.model_spec.signature_name = signature_name
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(to_tensor_proto(np.asarray(value)))
+    path = os.path.join(version_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(log.SerializeToString())
+    return path
+
+
+def _check_warmup_inputs(model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays of the names and dtypes the model's inputs declare (when the model declares them)."""
+    inputs = {str(k): np.asarray(v) for k, v in dict(inputs).items()}
+    if not inputs:
+        raise ValueError("warmup_inputs must name at least one input (or be None for no warm-up file).")
+    declared = getattr(model, "input", None) if getattr(model, "built", False) else None
+    if isinstance(declared, dict):
+        if set(declared) != set(inputs):
+            raise ValueError(
+                f"warmup_inputs must have exactly the model's input names {sorted(declared)}, got {sorted(inputs)}."
+            )
+        for name, spec in declared.items():
+            want = np.dtype(str(spec.dtype)) if str(spec.dtype) != "string" else None
+            if want is not None and inputs[name].dtype != want:
+                raise ValueError(f"warmup_inputs['{name}'] must be {want}, got {inputs[name].dtype}.")
+    return inputs

@@ -165,3 +165,15 @@ def test_relation_rejects_negative_warm_up(toy):
 
     with pytest.raises(ValueError, match="start_step and ramp_steps"):
         dataclasses.replace(toy.relation(), start_step=-1)
+
+
+def test_periodic_export_publishes_versions(toy, tmp_path):
+    trainer = TaskTrainer(toy.task_a, [], workdir=str(tmp_path), dedicated=toy.dataset(8, 1), batch_size=4,
+                          export_every=2, export_keep=2)
+    trainer.train(6)
+    base = tmp_path / "export"
+    assert sorted(int(p.name) for p in base.iterdir()) == [4, 6]  # versions = steps; older ones pruned
+    loaded = tf.saved_model.load(str(base / "6"))
+    x = toy.examples(2, 3)["image"]
+    out = loaded.signatures["serving_default"](image=tf.constant(x))
+    np.testing.assert_allclose(out["depth"].numpy(), trainer.predict({"image": x})["depth"].numpy(), rtol=1e-5, atol=1e-5)
