@@ -15,6 +15,7 @@ anyone updates: with staleness 0 this is exactly joint training.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -29,6 +30,9 @@ from taskology_tf.core.relation import Relation
 from taskology_tf.core.schedule import Schedule
 from taskology_tf.core.task import Task
 from taskology_tf.data.example import check_element_spec
+
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -149,6 +153,8 @@ class TaskTrainer:
 
         self._dedicated_iter = None
         self._mediator_iter = None
+        self._mediator_lookahead = None
+        self.peer_unavailable_steps: dict[str, int] = {}
         self._compute_fn = tf.function(self._compute, jit_compile=jit_compile, reduce_retracing=True)
         self._apply_fn = tf.function(self._apply, reduce_retracing=True)
         self._predict_fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
@@ -184,12 +190,19 @@ class TaskTrainer:
         return next(self._dedicated_iter)
 
     def next_mediator(self):
+        """The next mediator batch of the trainer's own stream; peers that can prefetch start on the one after."""
         if self.mediator is None:
             return None
         if self._mediator_iter is None:
             ds = batched(self.mediator, self.mediator_batch_size, repeat=True, shuffle=self.shuffle_buffer, seed=self.seed + 1)
             self._mediator_iter = iter(ds)
-        return next(self._mediator_iter)
+        batch = self._mediator_lookahead if self._mediator_lookahead is not None else next(self._mediator_iter)
+        prefetchers = [p for p in self.peers.values() if hasattr(p, "prefetch_next")]
+        self._mediator_lookahead = next(self._mediator_iter) if prefetchers else None
+        for peer in prefetchers:
+            keys = getattr(peer, "input_keys", None) or tuple(self._mediator_lookahead)
+            peer.prefetch_next({k: self._mediator_lookahead[k] for k in keys})
+        return batch
 
     @property
     def has_relations(self) -> bool:
@@ -213,7 +226,13 @@ class TaskTrainer:
                 )
             peer = self.peers[name]
             keys = getattr(peer, "input_keys", None) or tuple(mediator_batch)
-            out[name] = peer.predict({k: mediator_batch[k] for k in keys})
+            try:
+                out[name] = peer.predict({k: mediator_batch[k] for k in keys})
+            except ConnectionError as e:  # a served peer that is down: train on what we have
+                self.peer_unavailable_steps[name] = self.peer_unavailable_steps.get(name, 0) + 1
+                if self.peer_unavailable_steps[name] in (1, 10, 100) or self.peer_unavailable_steps[name] % 1000 == 0:
+                    log.warning("Task %r: peer %r unavailable (%s); relation terms that need it are skipped "
+                                "(%d steps so far).", self.name, name, e, self.peer_unavailable_steps[name])
         return out
 
     def _compute(self, dedicated, mediator, peer_predictions, relation_weights):
@@ -269,6 +288,12 @@ class TaskTrainer:
             med = mediator_batch if mediator_batch is not None else self.next_mediator()
             med = {k: med[k] for k in self.mediator_keys()}
             peer_preds = self.peer_predictions(med, [r for r in self.relations if r.name in weights])
+            weights = {r.name: w for r in self.relations if (w := weights.get(r.name)) is not None
+                       and all(t == self.name or t in peer_preds for t in r.tasks)}
+            if not weights:  # every peer this step needs is down
+                use_med, med, peer_preds = False, None, {}
+                if not use_ded:
+                    return None
         if ded is not None:
             ded = {k: ded[k] for k in tuple(self.task.input_keys) + tuple(self.task.label_keys) if k in ded}
         active = {k: tf.constant(v, tf.float32) for k, v in weights.items()} if use_med else {}
@@ -305,8 +330,12 @@ class TaskTrainer:
 
         bar = tqdm(total=num_steps, initial=self.step, desc=self.name, disable=not progress, dynamic_ncols=True)
         while self.step < num_steps:
+            down_before = sum(self.peer_unavailable_steps.values())
             values = self.train_step()
             if values is None:
+                if sum(self.peer_unavailable_steps.values()) > down_before:
+                    time.sleep(0.5)  # only peer-dependent work this step and the peers are down: wait for them
+                    continue
                 break
             bar.update(1)
             bar.set_postfix(loss=f"{values['total']:.4f}")

@@ -177,3 +177,37 @@ def test_periodic_export_publishes_versions(toy, tmp_path):
     x = toy.examples(2, 3)["image"]
     out = loaded.signatures["serving_default"](image=tf.constant(x))
     np.testing.assert_allclose(out["depth"].numpy(), trainer.predict({"image": x})["depth"].numpy(), rtol=1e-5, atol=1e-5)
+
+
+class _FlakyPeer:
+    """A peer whose server is down for the calls listed in ``down``."""
+
+    input_keys = ("image",)
+
+    def __init__(self, live, down):
+        self.live, self.down, self.calls = live, set(down), 0
+        self.task_name = "b"
+
+    def on_step(self, step):
+        pass
+
+    def staleness(self):
+        return {}
+
+    def predict(self, inputs):
+        self.calls += 1
+        if self.calls in self.down:
+            raise ConnectionError("peer b at 127.0.0.1:1 is down")
+        return self.live.predict(inputs)
+
+
+def test_trainer_survives_a_peer_that_is_down(toy):
+    rel = toy.relation()
+    tb = TaskTrainer(toy.task_b, [], dedicated=toy.dataset(8, 2), batch_size=4)
+    peer = _FlakyPeer(tb, down={2, 3})
+    ta = TaskTrainer(toy.task_a, [rel], peers={"b": peer}, dedicated=toy.dataset(8, 1),
+                     mediator=toy.dataset(8, 5, keys=("id", "image")), batch_size=4)
+    terms = [set(ta.train_step()) for _ in range(4)]
+    assert terms == [{"supervised", "agree", "total"}, {"supervised", "total"}, {"supervised", "total"},
+                     {"supervised", "agree", "total"}]
+    assert ta.peer_unavailable_steps == {"b": 2} and ta.step == 4
