@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Why does the consistency term not help normals in the paper's sim->real setting at demo scale?
-# Runs the Table 3 consistency experiment at the demo's length with one relation knob changed at a
-# time (scheme, per-task weight, warm-up) and prints normals accuracy, Abs Rel and the accuracy of
+# Runs the Table 3 experiments (paper setting and partial labels) with one knob changed at a
+# time (per-task weight, scheme, length) and prints normals accuracy, Abs Rel and the accuracy of
 # the normals derived from the predicted depth. Results: benchmarks/README.md.
 #   bash benchmarks/table3_sweep.sh [WORKDIR] [STEPS]
 set -euo pipefail
@@ -15,13 +15,15 @@ run() {  # name gin_file gin_params...
   .venv/bin/taskology train --gin_file "$file" --workdir "$WORKDIR/$name" --no_progress "${params[@]}" >/dev/null 2>&1
 }
 run paper_baseline table3_baseline
-run paper_consistency table3_consistency
-run paper_central table3_consistency "depth_normals.scheme = 'central'"
-run paper_normals_weight_0.1 table3_consistency "depth_normals.normals_weight = 0.1"
-run paper_warmup_300 table3_consistency "depth_normals.start_step = 300" "depth_normals.ramp_steps = 100"
+run paper_consistency_w1 table3_consistency "depth_normals.normals_weight = 1.0"
+run paper_consistency_w0.25 table3_consistency
 run partial_baseline table3_partial_baseline
-run partial_consistency table3_partial_consistency
-run partial_central table3_partial_consistency "depth_normals.scheme = 'central'"
+run partial_consistency_w1 table3_partial_consistency "depth_normals.normals_weight = 1.0"
+run partial_consistency_w0.25 table3_partial_consistency
+run partial_consistency_w1_central table3_partial_consistency "depth_normals.normals_weight = 1.0" "depth_normals.scheme = 'central'"
+LONG=$((STEPS * 5 / 2))
+run partial_baseline_long table3_partial_baseline "Experiment.train_steps = $LONG"
+run partial_consistency_w1_long table3_partial_consistency "depth_normals.normals_weight = 1.0" "Experiment.train_steps = $LONG"
 .venv/bin/python - "$WORKDIR" <<'PY'
 import json, os, sys
 root = sys.argv[1]

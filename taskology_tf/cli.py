@@ -36,6 +36,7 @@ def parse_gin(gin_files, gin_params, imports=()) -> None:
     from taskology_tf.core import trainer  # noqa: F401  (registers TaskTrainer with gin)
     from taskology_tf.core.registry import _import_builtins
     from taskology_tf.data import sources  # noqa: F401
+    from taskology_tf.serving import peer  # noqa: F401  (registers ServingPeer with gin)
 
     _import_builtins()
     for module in imports:
@@ -66,9 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskology", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train an experiment's tasks collectively in one process (resumes)")
+    p = sub.add_parser("train", help="train an experiment's tasks collectively in one process, or one task as its "
+                       "own job with --task (resumes)")
     _add_config_flags(p)
+    p.add_argument("--task", default=None, help="train only this task, reading its peers from model servers")
+    p.add_argument("--peer", action="append", default=[], metavar="TASK=HOST:PORT",
+                   help="model server of a peer task (with --task; repeatable)")
     p.add_argument("--no_progress", action="store_true")
+
+    p = sub.add_parser("serve", help="serve exported models over TF Serving's gRPC API (see --help)", add_help=False)
+    p.add_argument("serve_args", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("eval", help="evaluate the latest checkpoints of an experiment")
     _add_config_flags(p)
@@ -103,9 +111,45 @@ def cmd_train(args) -> None:
     from taskology_tf.experiment import Experiment
 
     parse_gin(args.gin_file, args.gin_param, args.imports)
+    if args.task:
+        return cmd_train_task(args, Experiment())
+    if args.peer:
+        raise UsageError("--peer only makes sense with --task (one task as its own job).")
     result = Experiment().run(args.workdir, progress=not args.no_progress)
     _print_metrics(result["metrics"])
     print(os.path.join(args.workdir, "metrics.json"))
+
+
+def _parse_peers(items) -> dict[str, str]:
+    peers = {}
+    for item in items:
+        name, sep, address = item.partition("=")
+        if not sep or not name or ":" not in address:
+            raise UsageError(f"--peer {item!r}: expected TASK=HOST:PORT, e.g. --peer normals=127.0.0.1:8501.")
+        peers[name] = address
+    return peers
+
+
+def cmd_train_task(args, experiment) -> None:
+    """One task as its own job: own data and optimizer, peers' stale predictions from their servers."""
+    from taskology_tf.core.trainer import write_json_atomic
+
+    if args.task not in experiment.tasks:
+        raise UsageError(f"--task {args.task!r} is not in the experiment's tasks {experiment.task_names}.")
+    trainer = experiment.build_standalone(args.task, args.workdir, _parse_peers(args.peer))
+    if not trainer.export_every:
+        trainer.export_every = max(1, trainer.checkpoint_every)
+    trainer.export()  # version 0 (or the resumed step): peers can start right away
+    try:
+        metrics = trainer.train(experiment.train_steps, progress=not args.no_progress)
+    finally:
+        trainer.close()
+    trainer.export()
+    path = os.path.join(args.workdir, args.task, "metrics.json")
+    write_json_atomic(path, {"step": trainer.step, "metrics": {args.task: metrics},
+                             "peer_unavailable_steps": trainer.peer_unavailable_steps})
+    _print_metrics({args.task: metrics})
+    print(path)
 
 
 def cmd_eval(args) -> None:
@@ -174,6 +218,10 @@ def _run(args) -> int:
             cmd_eval(args)
         elif args.command == "export":
             cmd_export(args)
+        elif args.command == "serve":
+            from taskology_tf.serving.server import serve_main
+
+            return serve_main(args.serve_args)
         elif args.command == "data":
             cmd_data(args)
         elif args.command == "demo":

@@ -100,6 +100,43 @@ class Experiment:
             seed=self.seed,
         )
 
+    def peer_tasks(self, name: str) -> list[str]:
+        """The other tasks whose predictions task ``name``'s relations read."""
+        return sorted({t for r in self.relations if name in r.tasks for t in r.tasks if t != name})
+
+    def build_standalone(self, name: str, workdir: str, peer_addresses: dict[str, str], **peer_kwargs):
+        """Task ``name``'s trainer as its own job: its own mediator stream, peers served over gRPC.
+
+        ``peer_addresses``: peer task -> ``host:port`` of a server (ours or ``tensorflow_model_server``)
+        serving that task's exports under the task's name. The trainer's ``peer_refresh_*`` knobs apply.
+        """
+        import keras
+
+        from taskology_tf.serving.peer import ServingPeer
+
+        missing = [t for t in self.peer_tasks(name) if t not in peer_addresses]
+        if missing:
+            raise ValueError(
+                f"Task {name!r} needs the predictions of {missing}; give their servers with --peer TASK=HOST:PORT."
+            )
+        keras.utils.set_random_seed(int(self.seed) * 1000 + self.task_names.index(name))
+        trainer = self.build_trainer(name, workdir, mediator=self.mediator if self.relations else None)
+        for peer in self.peer_tasks(name):
+            with gin.config_scope(name):  # e.g. depth/ServingPeer.timeout = 2.0
+                trainer.peers[peer] = self._serving_peer(ServingPeer, peer, peer_addresses[peer], trainer, peer_kwargs)
+        return trainer
+
+    def _serving_peer(self, cls, peer, address, trainer, peer_kwargs):
+        return cls(
+            peer,
+            address,
+            input_keys=tuple(self.tasks[peer].input_keys),
+            output_keys=tuple(self.tasks[peer].output_keys),
+            refresh_steps=trainer.peer_refresh_steps,
+            refresh_seconds=trainer.peer_refresh_seconds,
+            **peer_kwargs,
+        )
+
     def run(self, workdir: str, progress: bool = True, desc: str = "collective") -> dict:
         """Train all tasks collectively (resuming if ``workdir`` has checkpoints), evaluate, write metrics.json."""
         from taskology_tf.core.trainer import write_json_atomic

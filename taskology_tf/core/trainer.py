@@ -190,19 +190,28 @@ class TaskTrainer:
         return next(self._dedicated_iter)
 
     def next_mediator(self):
-        """The next mediator batch of the trainer's own stream; peers that can prefetch start on the one after."""
+        """The next mediator batch of the trainer's own stream (one batch of look-ahead for prefetching peers)."""
         if self.mediator is None:
             return None
         if self._mediator_iter is None:
             ds = batched(self.mediator, self.mediator_batch_size, repeat=True, shuffle=self.shuffle_buffer, seed=self.seed + 1)
             self._mediator_iter = iter(ds)
         batch = self._mediator_lookahead if self._mediator_lookahead is not None else next(self._mediator_iter)
-        prefetchers = [p for p in self.peers.values() if hasattr(p, "prefetch_next")]
-        self._mediator_lookahead = next(self._mediator_iter) if prefetchers else None
-        for peer in prefetchers:
-            keys = getattr(peer, "input_keys", None) or tuple(self._mediator_lookahead)
-            peer.prefetch_next({k: self._mediator_lookahead[k] for k in keys})
+        has_prefetchers = any(hasattr(p, "prefetch_next") for p in self.peers.values())
+        self._mediator_lookahead = next(self._mediator_iter) if has_prefetchers else None
         return batch
+
+    def _prefetch_peers(self) -> None:
+        """Send the look-ahead batch to peers that prefetch, so their round trip overlaps this step's compute.
+
+        Called after this step's predictions were collected (a prefetch replaces the peer's pending request).
+        """
+        if self._mediator_lookahead is None:
+            return
+        for peer in self.peers.values():
+            if hasattr(peer, "prefetch_next"):
+                keys = getattr(peer, "input_keys", None) or tuple(self._mediator_lookahead)
+                peer.prefetch_next({k: self._mediator_lookahead[k] for k in keys})
 
     @property
     def has_relations(self) -> bool:
@@ -288,6 +297,8 @@ class TaskTrainer:
             med = mediator_batch if mediator_batch is not None else self.next_mediator()
             med = {k: med[k] for k in self.mediator_keys()}
             peer_preds = self.peer_predictions(med, [r for r in self.relations if r.name in weights])
+            if mediator_batch is None:
+                self._prefetch_peers()
             weights = {r.name: w for r in self.relations if (w := weights.get(r.name)) is not None
                        and all(t == self.name or t in peer_preds for t in r.tasks)}
             if not weights:  # every peer this step needs is down
