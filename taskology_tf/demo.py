@@ -47,14 +47,14 @@ def format_table(rows: list[dict]) -> str:
     """The layout of the paper's Table 3 (accuracies and Abs Rel in %)."""
     name = {"baseline": "sim -> real", "consistency": "sim -> real (with consistency)"}
     lines = [
-        f"{'Method':<40}{'Normals accuracy (%)':^33}{'Depth error (%)':>16}",
-        f"{'':<40}" + "".join(f"{title:>11}" for _, title in COLUMNS) + f"{'Abs Rel':>16}",
+        f"{'Method':<52}{'Normals accuracy (%)':^33}{'Depth error (%)':>16}",
+        f"{'':<52}" + "".join(f"{title:>11}" for _, title in COLUMNS) + f"{'Abs Rel':>16}",
     ]
     for row in rows:
         label = name.get(row["method"], row["method"])
         if row.get("variant") == "partial":
             label += " [real depth labels]"
-        lines.append(f"{label:<40}" + "".join(f"{row[k]:>11.1f}" for k, _ in COLUMNS) + f"{row['abs_rel']:>16.1f}")
+        lines.append(f"{label:<52}" + "".join(f"{row[k]:>11.1f}" for k, _ in COLUMNS) + f"{row['abs_rel']:>16.1f}")
     return "\n".join(lines)
 
 
