@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 class UsageError(Exception):
     """A problem with the command line or configuration; printed without a traceback."""
+
+
+class _GinIncludeNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("Path not found:")
 
 
 def resolve_gin_file(path: str) -> str:
@@ -46,6 +52,9 @@ def parse_gin(gin_files, gin_params, imports=()) -> None:
             raise UsageError(f"--import {module}: {e}. Is it on PYTHONPATH?") from e
     files = [resolve_gin_file(f) for f in gin_files]
     gin.add_config_file_search_path(str(REPO_ROOT))
+    # gin first tries an `include` relative to the working directory and logs an error before it finds the file
+    # on the search path; that message is noise when the file is then found.
+    logging.getLogger().addFilter(_GinIncludeNoise())
     try:
         gin.parse_config_files_and_bindings(files, gin_params, finalize_config=False)
     except Exception as e:  # gin raises ValueError/KeyError/ImportError/SyntaxError with its own text.
@@ -75,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model server of a peer task (with --task; repeatable)")
     p.add_argument("--no_progress", action="store_true")
 
-    p = sub.add_parser("serve", help="serve exported models over TF Serving's gRPC API (see --help)", add_help=False)
-    p.add_argument("serve_args", nargs=argparse.REMAINDER)
+    # `serve` and `launch` parse their own flags (dispatched in main() before argparse); listed here for --help.
+    sub.add_parser("serve", help="serve exported models over TF Serving's gRPC API (taskology serve --help)",
+                   add_help=False)
+    sub.add_parser("launch", help="start servers and one trainer per task as separate processes "
+                   "(taskology launch --help)", add_help=False)
 
     p = sub.add_parser("eval", help="evaluate the latest checkpoints of an experiment")
     _add_config_flags(p)
@@ -201,6 +213,15 @@ def _print_metrics(metrics) -> None:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from taskology_tf.serving.server import serve_main
+
+        return serve_main(argv[1:])
+    if argv[:1] == ["launch"]:
+        from taskology_tf.launch.launcher import launch_main
+
+        return launch_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
@@ -218,10 +239,6 @@ def _run(args) -> int:
             cmd_eval(args)
         elif args.command == "export":
             cmd_export(args)
-        elif args.command == "serve":
-            from taskology_tf.serving.server import serve_main
-
-            return serve_main(args.serve_args)
         elif args.command == "data":
             cmd_data(args)
         elif args.command == "demo":

@@ -10,6 +10,13 @@ served). Gradients reach only the task's own weights. Steps are split into
 ``compute`` (forward, losses, gradients) and ``apply`` (optimizer update) so that
 a ``Collective`` can compute every task's gradients at the same weights before
 anyone updates: with staleness 0 this is exactly joint training.
+
+Under a ``tf.distribute`` strategy (``strategy=``, see ``core/distribute.py``) the
+network, optimizer and step counter live in the strategy's scope; every host batch
+(mediator batches together with the peer predictions computed on them) is cut
+across the replicas, each replica averages its per-example losses over the
+*global* batch (``tf.nn.compute_average_loss``), and the Keras optimizer
+all-reduces the gradients when ``apply`` runs it inside ``strategy.run``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from taskology_tf.core import distribute
 from taskology_tf.core.peer import Peer
 from taskology_tf.core.relation import Relation
 from taskology_tf.core.schedule import Schedule
@@ -52,6 +60,23 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__}"
 
 
+def _average_loss(per_example, global_batch_size=None):
+    """This replica's share of the mean of a per-example loss over the global batch.
+
+    per_example: [B] (or [B, ...], averaged over the trailing axes first) this replica's examples;
+    global_batch_size: examples over all replicas (None: B x replicas; B under the default strategy,
+    where this is the plain mean). A scalar is taken as already averaged and shared among the replicas.
+    Summed over the replicas this is the mean over the global batch.
+    """
+    x = tf.cast(per_example, tf.float32)
+    rank = x.shape.rank
+    if rank == 0:
+        return tf.nn.scale_regularization_loss(x)
+    if rank is not None and rank > 1:
+        x = tf.reduce_mean(x, axis=list(range(1, rank)))
+    return tf.nn.compute_average_loss(x, global_batch_size=global_batch_size)
+
+
 @gin.configurable(denylist=["task", "relations", "peers", "workdir"])
 class TaskTrainer:
     """Trains one task.
@@ -75,7 +100,12 @@ class TaskTrainer:
       export_every: publish the network as SavedModel version ``<workdir>/export/<step>`` every this many
         steps (0 = never), written atomically, for model servers; ``export_keep`` versions are kept.
       shuffle_buffer, seed: dedicated-data shuffling.
-      jit_compile: compile the step with XLA.
+      jit_compile: compile the step with XLA (default strategy only; ignored, with a warning, under a strategy).
+      strategy: a ``tf.distribute.Strategy``, a name for ``make_strategy`` (``'default'``, ``'mirrored'``,
+        ``'multi_worker'``, ``'tpu'``), or None: the strategy whose scope the trainer is built in (TF's
+        default strategy, i.e. no distribution, unless the caller entered a scope). Under a strategy,
+        ``batch_size`` and ``mediator_batch_size`` are global (all replicas) and must be multiples of the
+        number of replicas; a multi-worker job reads a per-worker shard of each dataset.
     """
 
     def __init__(
@@ -104,6 +134,7 @@ class TaskTrainer:
         shuffle_buffer: int = 1024,
         seed: int = 0,
         jit_compile: bool = False,
+        strategy: str | tf.distribute.Strategy | None = None,
     ):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -128,6 +159,18 @@ class TaskTrainer:
         self.export_keep = int(export_keep)
         self.seed = int(seed)
         self.shuffle_buffer = int(shuffle_buffer)
+        self.strategy = distribute.resolve_strategy(strategy)
+        self.distributed = not distribute.is_default(self.strategy)
+        replicas = self.strategy.num_replicas_in_sync
+        if self.distributed:
+            for arg, size in (("batch_size", self.batch_size), ("mediator_batch_size", self.mediator_batch_size)):
+                if size % replicas:
+                    raise ValueError(
+                        f"Task {self.name!r}: {arg}={size} is the global batch under a strategy with {replicas} "
+                        f"replicas and must be a multiple of {replicas}; set {self.name}/TaskTrainer.{arg}."
+                    )
+        self._input_shard = distribute.input_shard(self.strategy) if self.distributed else (1, 0)
+        self._local_replicas = distribute.local_replica_ids(self.strategy) if self.distributed else [0]
 
         for data, what, keys in (
             (dedicated, "dedicated data", tuple(task.input_keys) + tuple(task.label_keys)),
@@ -146,10 +189,11 @@ class TaskTrainer:
         self.mediator = mediator
         self.eval_data = eval_data
 
-        self.model = task.build_model()
-        self.optimizer = optimizer if optimizer is not None else task.make_optimizer()
-        self.optimizer.build(self.model.trainable_variables)
-        self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{self.name}_step")
+        with self.strategy.scope():
+            self.model = task.build_model()
+            self.optimizer = self._optimizer_in_scope(optimizer) if optimizer is not None else task.make_optimizer()
+            self.optimizer.build(self.model.trainable_variables)
+            self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{self.name}_step")
 
         self._dedicated_iter = None
         self._mediator_iter = None
@@ -157,6 +201,12 @@ class TaskTrainer:
         self.peer_unavailable_steps: dict[str, int] = {}
         self._compute_fn = tf.function(self._compute, jit_compile=jit_compile, reduce_retracing=True)
         self._apply_fn = tf.function(self._apply, reduce_retracing=True)
+        if self.distributed:
+            if jit_compile:  # XLA per replica fails on multi-device hosts (variables on other devices); TPUs compile anyway
+                log.warning("Task %r: jit_compile is ignored under %s.", self.name, type(self.strategy).__name__)
+            self._replica_compute = self._compute
+            self._distributed_compute_fn = tf.function(self._distributed_compute, reduce_retracing=True)
+            self._distributed_apply_fn = tf.function(self._distributed_apply, reduce_retracing=True)
         self._predict_fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
 
         self._ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step_var)
@@ -171,7 +221,32 @@ class TaskTrainer:
             )
             self.restore()
 
+    def _optimizer_in_scope(self, optimizer):
+        """The given optimizer, re-created from its config inside the strategy's scope when it was made outside.
+
+        A Keras optimizer binds to the strategy current when it is constructed (gin builds
+        ``@keras.optimizers.Adam()`` before the trainer enters its scope); its variables must be the
+        strategy's too.
+        """
+        if not self.distributed or getattr(optimizer, "_distribution_strategy", None) is self.strategy:
+            return optimizer
+        if getattr(optimizer, "built", False):
+            raise ValueError(
+                f"Task {self.name!r}: the optimizer was built (has variables) outside the scope of the trainer's "
+                f"{type(self.strategy).__name__}; pass an unbuilt optimizer (the trainer re-creates it in the scope) "
+                "or build it inside `strategy.scope()`."
+            )
+        return type(optimizer).from_config(optimizer.get_config())
+
     # --- data ----------------------------------------------------------------------------------
+    def _host_stream(self, dataset: tf.data.Dataset, global_batch: int, seed: int):
+        """Iterator over this process's batches: all of ``global_batch``, or a worker's share of it in a
+        multi-worker job (each worker reading its own shard of the data)."""
+        shards, index = self._input_shard
+        if shards > 1:
+            dataset = dataset.shard(shards, index)
+        return iter(batched(dataset, global_batch // shards, repeat=True, shuffle=self.shuffle_buffer, seed=seed))
+
     def mediator_keys(self) -> tuple[str, ...]:
         """Example keys a mediator batch must have for this trainer (own inputs, relation and peer inputs)."""
         keys = list(self.task.input_keys)
@@ -185,8 +260,7 @@ class TaskTrainer:
         if self.dedicated is None:
             return None
         if self._dedicated_iter is None:
-            ds = batched(self.dedicated, self.batch_size, repeat=True, shuffle=self.shuffle_buffer, seed=self.seed)
-            self._dedicated_iter = iter(ds)
+            self._dedicated_iter = self._host_stream(self.dedicated, self.batch_size, self.seed)
         return next(self._dedicated_iter)
 
     def next_mediator(self):
@@ -194,8 +268,7 @@ class TaskTrainer:
         if self.mediator is None:
             return None
         if self._mediator_iter is None:
-            ds = batched(self.mediator, self.mediator_batch_size, repeat=True, shuffle=self.shuffle_buffer, seed=self.seed + 1)
-            self._mediator_iter = iter(ds)
+            self._mediator_iter = self._host_stream(self.mediator, self.mediator_batch_size, self.seed + 1)
         batch = self._mediator_lookahead if self._mediator_lookahead is not None else next(self._mediator_iter)
         has_prefetchers = any(hasattr(p, "prefetch_next") for p in self.peers.values())
         self._mediator_lookahead = next(self._mediator_iter) if has_prefetchers else None
@@ -244,13 +317,18 @@ class TaskTrainer:
                                 "(%d steps so far).", self.name, name, e, self.peer_unavailable_steps[name])
         return out
 
-    def _compute(self, dedicated, mediator, peer_predictions, relation_weights):
+    def _compute(self, dedicated, mediator, peer_predictions, relation_weights, dedicated_size=None, mediator_size=None):
+        """Loss terms and gradients on (this replica's part of) the batches.
+
+        ``*_size``: global batch sizes (None: this replica's batch times the replicas, i.e. the batch itself
+        under the default strategy, where every term is a plain mean).
+        """
         terms = {}
         with tf.GradientTape() as tape:
             total = tf.constant(0.0, tf.float32)
             if dedicated is not None:
                 preds = self.model(self.task.model_inputs(dedicated), training=True)
-                sup = tf.reduce_mean(tf.cast(self.task.loss(dedicated, preds), tf.float32))
+                sup = _average_loss(self.task.loss(dedicated, preds), dedicated_size)
                 terms["supervised"] = sup
                 total += sup
             if mediator is not None and self.relations:
@@ -260,11 +338,11 @@ class TaskTrainer:
                         continue
                     by_task = {t: peer_predictions[t] for t in rel.tasks if t != self.name}
                     by_task[self.name] = own
-                    value = tf.reduce_mean(tf.cast(rel.loss(mediator, by_task), tf.float32))
+                    value = _average_loss(rel.loss(mediator, by_task), mediator_size)
                     terms[rel.name] = value
                     total += relation_weights[rel.name] * value
             if self.model.losses:
-                reg = tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
+                reg = tf.nn.scale_regularization_loss(tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses]))
                 terms["regularization"] = reg
                 total += reg
         grads = tape.gradient(total, self.model.trainable_variables)
@@ -274,6 +352,42 @@ class TaskTrainer:
     def _apply(self, grads):
         self.optimizer.apply(grads, self.model.trainable_variables)
         self.step_var.assign_add(1)
+
+    def _distributed_compute(self, dedicated, mediator, peer_predictions, relation_weights, dedicated_size, mediator_size):
+        """``_compute`` on every replica: loss terms summed over the replicas, gradients per replica."""
+        terms, grads = self.strategy.run(
+            self._replica_compute,
+            args=(dedicated, mediator, peer_predictions, relation_weights, dedicated_size, mediator_size),
+        )
+        terms = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in terms.items()}
+        return terms, grads
+
+    def _distributed_apply(self, grads):
+        """The optimizer on every replica (it all-reduces the per-replica gradients), then the step."""
+        def replica_apply(grads):
+            # Re-create the gradients on this replica's device: the all-reduce places its result by the
+            # device of its inputs, and the function's arguments carry none.
+            grads = [None if g is None else tf.identity(g) for g in grads]
+            self.optimizer.apply(grads, self.model.trainable_variables)
+
+        self.strategy.run(replica_apply, args=(grads,))
+        self.step_var.assign_add(1)
+
+    def _compute_distributed(self, ded, med, peer_preds, active):
+        """Cut the host batches across the replicas (a mediator batch and its peer predictions alike) and compute."""
+        workers = self._input_shard[0]
+
+        def global_size(batch):
+            if batch is None:
+                return None
+            return tf.constant(int(tf.nest.flatten(batch)[0].shape[0]) * workers, tf.int32)
+
+        ded_size, med_size = global_size(ded), global_size(med)
+        if ded is not None:
+            ded = distribute.split_batch(self.strategy, ded, self._local_replicas)
+        if med is not None:
+            med, peer_preds = distribute.split_batch(self.strategy, (med, peer_preds), self._local_replicas)
+        return self._distributed_compute_fn(ded, med, peer_preds, active, ded_size, med_size)
 
     def compute(self, mediator_batch=None, dedicated_batch=None) -> tuple[dict[str, float], list] | None:
         """Draw data per the schedule, compute losses and gradients at the current weights.
@@ -308,7 +422,10 @@ class TaskTrainer:
         if ded is not None:
             ded = {k: ded[k] for k in tuple(self.task.input_keys) + tuple(self.task.label_keys) if k in ded}
         active = {k: tf.constant(v, tf.float32) for k, v in weights.items()} if use_med else {}
-        terms, grads = self._compute_fn(ded, med, peer_preds, active)
+        if self.distributed:
+            terms, grads = self._compute_distributed(ded, med, peer_preds, active)
+        else:
+            terms, grads = self._compute_fn(ded, med, peer_preds, active)
         values = {k: float(v) for k, v in terms.items()}
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
@@ -322,8 +439,11 @@ class TaskTrainer:
         return values, grads
 
     def apply(self, grads) -> None:
-        """Apply gradients from ``compute`` to the task's own weights and advance the step."""
-        self._apply_fn(grads)
+        """Apply gradients from ``compute`` (per replica under a strategy) to the task's weights; advance the step."""
+        if self.distributed:
+            self._distributed_apply_fn(grads)
+        else:
+            self._apply_fn(grads)
 
     def train_step(self, mediator_batch=None, dedicated_batch=None) -> dict[str, float] | None:
         """compute + apply + bookkeeping (summaries, checkpoints, evaluation)."""
