@@ -10,19 +10,9 @@ import pytest
 import tensorflow as tf
 
 from taskology_tf.cli import main
+from taskology_tf.testing import TINY_TABLE3
 
-TINY = [
-    "synthetic.height = 32",
-    "synthetic.width = 64",
-    "sim_train/synthetic.num_examples = 16",
-    "real_train/synthetic.num_examples = 8",
-    "real_eval/synthetic.num_examples = 8",
-    "TaskTrainer.batch_size = 4",
-    "Experiment.mediator_batch_size = 4",
-    "TaskTrainer.checkpoint_every = 2",
-    "TaskTrainer.summary_every = 1",
-    "TaskTrainer.eval_every = 0",
-]
+TINY = [*TINY_TABLE3, "TaskTrainer.summary_every = 1"]
 
 
 def _args(*gin_params):

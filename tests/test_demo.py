@@ -5,17 +5,9 @@ import os
 
 from taskology_tf.cli import main
 from taskology_tf.demo import format_table
+from taskology_tf.testing import TINY_TABLE3
 
-TINY = [
-    "synthetic.height = 32",
-    "synthetic.width = 64",
-    "sim_train/synthetic.num_examples = 16",
-    "real_train/synthetic.num_examples = 8",
-    "real_depth/synthetic.num_examples = 8",
-    "real_eval/synthetic.num_examples = 8",
-    "TaskTrainer.batch_size = 4",
-    "Experiment.mediator_batch_size = 4",
-]
+TINY = TINY_TABLE3
 
 
 def test_demo_writes_table_json_and_prints_its_path_last(tmp_path, capsys):

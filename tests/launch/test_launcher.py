@@ -22,17 +22,10 @@ from taskology_tf.launch.launcher import (
     launch_main,
     plan_launch,
 )
+from taskology_tf.testing import TINY_TABLE3
 
 TINY = [
-    "synthetic.height = 32",
-    "synthetic.width = 64",
-    "sim_train/synthetic.num_examples = 16",
-    "real_train/synthetic.num_examples = 8",
-    "real_eval/synthetic.num_examples = 8",
-    "TaskTrainer.batch_size = 4",
-    "Experiment.mediator_batch_size = 4",
-    "TaskTrainer.checkpoint_every = 2",
-    "TaskTrainer.eval_every = 0",
+    *TINY_TABLE3,
     "TaskTrainer.export_every = 100",  # versions at the start and the end only: exports are the slow part
     "ServingPeer.timeout = 2.0",
     "ServingPeer.retries = 0",

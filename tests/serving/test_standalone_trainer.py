@@ -7,17 +7,10 @@ import pytest
 
 from taskology_tf.cli import main
 from taskology_tf.serving.server import ModelServer
+from taskology_tf.testing import TINY_TABLE3
 
 TINY = [
-    "synthetic.height = 32",
-    "synthetic.width = 64",
-    "sim_train/synthetic.num_examples = 16",
-    "real_train/synthetic.num_examples = 8",
-    "real_eval/synthetic.num_examples = 8",
-    "TaskTrainer.batch_size = 4",
-    "Experiment.mediator_batch_size = 4",
-    "TaskTrainer.checkpoint_every = 2",
-    "TaskTrainer.eval_every = 0",
+    *TINY_TABLE3,
     "ServingPeer.timeout = 2.0",
     "ServingPeer.retries = 0",
 ]

@@ -1,0 +1,25 @@
+"""Helpers for tests of experiments: the Table 3 experiment shrunk to seconds on a CPU."""
+
+from __future__ import annotations
+
+# Gin bindings that shrink gin/experiments/table3_*.gin to a few seconds per step count.
+TINY_TABLE3 = (
+    "synthetic.height = 32",
+    "synthetic.width = 64",
+    "sim_train/synthetic.num_examples = 16",
+    "real_train/synthetic.num_examples = 8",
+    "real_depth/synthetic.num_examples = 8",
+    "real_eval/synthetic.num_examples = 8",
+    "TaskTrainer.batch_size = 4",
+    "Experiment.mediator_batch_size = 4",
+    "TaskTrainer.checkpoint_every = 2",
+    "TaskTrainer.eval_every = 0",
+)
+
+
+def gin_param_flags(*bindings: str, base=TINY_TABLE3) -> list[str]:
+    """``--gin_param`` flags for ``base`` followed by ``bindings`` (later bindings win)."""
+    flags: list[str] = []
+    for binding in (*base, *bindings):
+        flags += ["--gin_param", binding]
+    return flags
