@@ -117,12 +117,17 @@ class PredictClient:
     # -- calls -------------------------------------------------------------------------------------
 
     def predict(
-        self, inputs: Mapping[str, Any], output_filter: Sequence[str] | None = None
+        self, inputs: Mapping[str, Any], output_filter: Sequence[str] | None = None, version: int | None = None
     ) -> tuple[dict[str, np.ndarray], int]:
-        """Run the model on ``inputs`` (name -> array); returns (outputs name -> array, version that computed them)."""
+        """Run the model on ``inputs`` (name -> array); returns (outputs name -> array, version that computed them).
+
+        ``version``: ask for that specific loaded version (``model_spec.version``); None = the newest.
+        """
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = self.signature_name
+        if version is not None:
+            request.model_spec.version.value = int(version)
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(to_tensor_proto(np.asarray(value)))
         if output_filter:

@@ -55,12 +55,10 @@ from typing import Any, Mapping, Sequence
 import gin
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
 
 from taskology_tf.core.peer import Peer
 from taskology_tf.data.example import KEYS
 from taskology_tf.serving.client import InvalidRequestError, ModelNotFoundError, PeerUnavailableError, PredictClient
-from taskology_tf.serving.codec import from_tensor_proto, to_tensor_proto
 from taskology_tf.serving.tls import TlsConfig
 
 log = logging.getLogger(__name__)
@@ -84,28 +82,6 @@ class PeerUnavailable(ConnectionError):
         self.address = address
         self.down_steps = down_steps
         self.down_seconds = down_seconds
-
-
-class _PeerClient(PredictClient):
-    """PredictClient that can ask for one specific model version (``model_spec.version``)."""
-
-    def predict_version(
-        self, arrays: Mapping[str, np.ndarray], output_filter: Sequence[str] | None, version: int | None
-    ) -> tuple[dict[str, np.ndarray], int]:
-        if version is None:
-            return self.predict(arrays, output_filter)
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model_name
-        request.model_spec.signature_name = self.signature_name
-        request.model_spec.version.value = int(version)
-        for name, value in arrays.items():
-            request.inputs[name].CopyFrom(to_tensor_proto(value))
-        if output_filter:
-            request.output_filter.extend(output_filter)
-        response = self._call("Predict", self._predict_stub.Predict, request)
-        outputs = {name: from_tensor_proto(proto) for name, proto in response.outputs.items()}
-        answered = response.model_spec.version.value if response.model_spec.HasField("version") else -1
-        return outputs, int(answered)
 
 
 @dataclasses.dataclass
@@ -397,8 +373,8 @@ class ServingPeer(Peer):
 
     # -- requests ----------------------------------------------------------------------------------
 
-    def _new_client(self, retries: int) -> _PeerClient:
-        return _PeerClient(
+    def _new_client(self, retries: int) -> PredictClient:
+        return PredictClient(
             self.address,
             self.model_name,
             timeout=self.timeout,
@@ -408,9 +384,9 @@ class ServingPeer(Peer):
             signature_name=self._signature,
         )
 
-    def _request(self, client: _PeerClient, arrays, requested: int | None, close: bool):
+    def _request(self, client: PredictClient, arrays, requested: int | None, close: bool):
         try:
-            return client.predict_version(arrays, self.output_keys, requested)
+            return client.predict(arrays, self.output_keys, version=requested)
         finally:
             if close:
                 client.close()
