@@ -14,31 +14,10 @@ from typing import Sequence
 
 import gin
 
+from taskology_tf.data.synthetic.dataset import synthetic_dataset
 
-@gin.configurable
-def synthetic(
-    style: str = "sim",
-    num_examples: int = 256,
-    seed: int = 0,
-    height: int = 64,
-    width: int = 128,
-    with_next: bool = False,
-    keys: Sequence[str] | None = None,
-    unlabelled: Sequence[str] = (),
-):
-    """The built-in synthetic street world (see ``taskology_tf.data.synthetic``)."""
-    from taskology_tf.data.synthetic.dataset import synthetic_dataset
-
-    return synthetic_dataset(
-        style=style,
-        num_examples=num_examples,
-        seed=seed,
-        height=height,
-        width=width,
-        with_next=with_next,
-        keys=None if keys is None else tuple(keys),
-        unlabelled=tuple(unlabelled),
-    )
+# The built-in synthetic street world (rendering is NumPy; TensorFlow loads when a dataset is made).
+synthetic = gin.external_configurable(synthetic_dataset, name="synthetic")
 
 
 @gin.configurable
