@@ -7,7 +7,6 @@ Table 3, and writes it as JSON (one object per row) next to the logs; its path i
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -96,7 +95,3 @@ def run_demo(
     print(path)
     return path
 
-
-def load_table(path: str) -> list[dict]:
-    with open(path) as f:
-        return json.load(f)

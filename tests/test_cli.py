@@ -5,21 +5,16 @@ import os
 import sys
 import textwrap
 
-import numpy as np
-import pytest
 import tensorflow as tf
 
 from taskology_tf.cli import main
-from taskology_tf.testing import TINY_TABLE3
+from taskology_tf.testing import TINY_TABLE3, gin_param_flags
 
 TINY = [*TINY_TABLE3, "TaskTrainer.summary_every = 1"]
 
 
 def _args(*gin_params):
-    out = []
-    for p in TINY + list(gin_params):
-        out += ["--gin_param", p]
-    return out
+    return gin_param_flags(*gin_params, base=TINY)
 
 
 def test_train_resume_eval_export(tmp_path, capsys):
@@ -82,7 +77,7 @@ def test_relation_without_its_tasks(tmp_path, capsys):
 
 def test_missing_dataset_files(tmp_path, capsys):
     code = main(["train", "--gin_file", "table3_baseline", "--workdir", str(tmp_path), *_args(
-        f"depth/TaskTrainer.dedicated = @tfrecords()", f"tfrecords.paths = '{tmp_path}/nothing/*.tfrecord'")])
+        "depth/TaskTrainer.dedicated = @tfrecords()", f"tfrecords.paths = '{tmp_path}/nothing/*.tfrecord'")])
     assert code == 1
     err = capsys.readouterr().err
     assert "No dataset files match" in err and "taskology data synth" in err

@@ -5,15 +5,13 @@ import os
 
 from taskology_tf.cli import main
 from taskology_tf.demo import format_table
-from taskology_tf.testing import TINY_TABLE3
+from taskology_tf.testing import gin_param_flags
 
-TINY = TINY_TABLE3
 
 
 def test_demo_writes_table_json_and_prints_its_path_last(tmp_path, capsys):
-    args = ["demo", "--workdir", str(tmp_path), "--steps", "2", "--no_progress", "--variant", "partial"]
-    for p in TINY:
-        args += ["--gin_param", p]
+    args = ["demo", "--workdir", str(tmp_path), "--steps", "2", "--no_progress", "--variant", "partial",
+            *gin_param_flags()]
     assert main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     path = os.path.join(str(tmp_path), "table3.json")

@@ -22,7 +22,7 @@ from taskology_tf.launch.launcher import (
     launch_main,
     plan_launch,
 )
-from taskology_tf.testing import TINY_TABLE3
+from taskology_tf.testing import TINY_TABLE3, gin_param_flags
 
 TINY = [
     *TINY_TABLE3,
@@ -33,10 +33,7 @@ TINY = [
 
 
 def _flags(*params):
-    out = ["--gin_file", "table3_consistency"]
-    for p in TINY + list(params):
-        out += ["--gin_param", p]
-    return out
+    return ["--gin_file", "table3_consistency", *gin_param_flags(*params, base=TINY)]
 
 
 def _processes_mentioning(text):

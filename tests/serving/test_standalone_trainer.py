@@ -3,11 +3,10 @@
 import json
 import os
 
-import pytest
 
 from taskology_tf.cli import main
 from taskology_tf.serving.server import ModelServer
-from taskology_tf.testing import TINY_TABLE3
+from taskology_tf.testing import TINY_TABLE3, gin_param_flags
 
 TINY = [
     *TINY_TABLE3,
@@ -17,10 +16,7 @@ TINY = [
 
 
 def _args(*params):
-    out = []
-    for p in TINY + list(params):
-        out += ["--gin_param", p]
-    return out
+    return gin_param_flags(*params, base=TINY)
 
 
 def test_task_trains_against_served_peer_and_survives_it_going_down(tmp_path, capsys):
