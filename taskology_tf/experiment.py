@@ -142,14 +142,15 @@ class Experiment:
         from taskology_tf.core.trainer import write_json_atomic
 
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
-            f.write(gin.operative_config_str())
         collective = self.build_collective(workdir)
         try:
             collective.train(self.train_steps, progress=progress, desc=desc)
             metrics = collective.evaluate()
         finally:
             collective.close()
+        # Only now does gin know every binding the run used (trainers, data sources, optimizers).
+        with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
+            f.write(gin.operative_config_str())
         result = {"step": self.train_steps, "metrics": metrics}
         write_json_atomic(os.path.join(workdir, "metrics.json"), result)
         return result
