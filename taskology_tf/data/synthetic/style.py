@@ -1,9 +1,14 @@
 """Appearance of the synthetic world: procedural textures, lighting and camera effects.
 
-Two styles share the geometry and differ only here: ``sim`` (clean saturated
-palette, checkers and bricks, light from the front-left, no camera effects)
-and ``real`` (muted palette with a warm cast, fine value-noise textures, light
-from behind-right, more ambient light, gamma, vignetting and sensor noise).
+Three styles share the geometry and differ only here: ``sim`` (clean saturated
+palette, checkers and bricks, light from the front-left, no camera effects),
+``real`` (muted palette with a warm cast, fine value-noise textures, light
+from behind-right, more ambient light, gamma, vignetting and sensor noise) and
+``coco`` (the stand-in for the COCO photographs that are the segmentation
+task's dedicated data: a third palette of pastel facades, red pavers, dark
+blue-grey asphalt, autumn foliage and a pale blue sky; value-noise textures;
+hard light from the right, nearly overhead; a cool cast, boosted saturation,
+a darkening tone curve (gamma 0.9), slight vignetting and strong grain).
 
 Textures are functions of a surface point in its object's own frame, so they
 move with objects and agree between frames. They are *prefiltered*: every
@@ -97,6 +102,27 @@ _REAL_PALETTES = {
     "sky": [(0.80, 0.84, 0.88), (0.50, 0.62, 0.78)],
 }
 
+_COCO_PALETTES = {
+    "asphalt": [(0.16, 0.17, 0.21)],
+    "marking": [(0.92, 0.90, 0.80)],
+    "centre_line": [(0.98, 0.62, 0.08)],
+    "sidewalk": [(0.62, 0.30, 0.24), (0.74, 0.44, 0.34)],
+    "grass": [(0.55, 0.62, 0.18)],
+    "facade": [(0.93, 0.70, 0.74), (0.45, 0.78, 0.76), (0.96, 0.93, 0.84), (0.70, 0.62, 0.88), (0.98, 0.80, 0.52)],
+    "window": [(0.30, 0.42, 0.48)],
+    "roof": [(0.52, 0.22, 0.16)],
+    "foliage": [(0.72, 0.40, 0.08), (0.12, 0.34, 0.20)],
+    "bark": [(0.22, 0.18, 0.17)],
+    "metal": [(0.20, 0.36, 0.26)],
+    "car": [(0.10, 0.55, 0.60), (0.60, 0.08, 0.40), (0.98, 0.98, 0.96), (0.85, 0.70, 0.30), (0.06, 0.06, 0.08),
+            (0.35, 0.45, 0.20), (0.55, 0.58, 0.65)],
+    "glass": [(0.05, 0.08, 0.10)],
+    "shirt": [(0.98, 0.55, 0.10), (0.10, 0.60, 0.55), (0.96, 0.96, 0.94), (0.55, 0.10, 0.60), (0.75, 0.85, 0.20)],
+    "trousers": [(0.30, 0.30, 0.55), (0.55, 0.50, 0.40), (0.08, 0.08, 0.10)],
+    "skin": [(0.92, 0.72, 0.58), (0.66, 0.46, 0.34), (0.36, 0.24, 0.17)],
+    "sky": [(0.90, 0.92, 0.94), (0.62, 0.76, 0.90)],
+}
+
 STYLES: dict[str, Style] = {
     "sim": Style(
         name="sim", texture="procedural", palettes=_SIM_PALETTES,
@@ -107,11 +133,16 @@ STYLES: dict[str, Style] = {
         light_dir=(0.6, -0.8, -0.7), ambient=0.5, diffuse=0.55,
         color_cast=(1.07, 1.0, 0.88), saturation=0.85, gamma=1.25, vignette=0.35, noise_std=0.015, clouds=0.5,
     ),
+    "coco": Style(
+        name="coco", texture="noise", palettes=_COCO_PALETTES,
+        light_dir=(1.0, -1.6, 0.2), ambient=0.38, diffuse=0.85,
+        color_cast=(0.92, 1.0, 1.1), saturation=1.3, gamma=0.9, vignette=0.1, noise_std=0.03, clouds=0.25,
+    ),
 }
 
 
 def get_style(style: "str | Style") -> Style:
-    """The ``Style`` named ``style`` ("sim" or "real"); a ``Style`` passes through."""
+    """The ``Style`` named ``style`` ("sim", "real" or "coco"); a ``Style`` passes through."""
     if isinstance(style, Style):
         return style
     if style not in STYLES:
