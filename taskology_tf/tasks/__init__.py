@@ -1,6 +1,8 @@
 """Built-in tasks; importing this package registers them by name."""
 
 from taskology_tf.tasks.depth import DepthTask
+from taskology_tf.tasks.motion import MotionTask
 from taskology_tf.tasks.normals import NormalsTask
+from taskology_tf.tasks.segmentation import SegmentationTask
 
-__all__ = ["DepthTask", "NormalsTask"]
+__all__ = ["DepthTask", "MotionTask", "NormalsTask", "SegmentationTask"]
