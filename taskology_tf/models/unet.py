@@ -223,3 +223,40 @@ def build_dense_model(
             y = layers.Activation("linear", dtype="float32", name=f"{name}_{head_name}_float32")(y)
         outputs[head_name] = y
     return keras.Model(inputs={"image": image}, outputs=outputs, name=name)
+
+
+def build_frame_pair_model(single: keras.Model, name: str | None = None) -> keras.Model:
+    """Run a one-image dense model on two frames at once (one batch of 2B, so one pass and shared
+    normalisation statistics).
+
+    Args:
+      single: model ``{"image": uint8 [B, H, W, 3]} -> {key: [B, H, W, C]}``.
+    Returns:
+      model ``{"image", "image_next"} -> {key: ..., f"{key}_next": ...}`` (same weights for both frames).
+    """
+    name = name or single.name
+    spec = single.inputs[0] if not isinstance(single.input, dict) else single.input["image"]
+    height, width = spec.shape[1], spec.shape[2]
+    image = keras.Input(shape=(height, width, 3), dtype="uint8", name="image")
+    image_next = keras.Input(shape=(height, width, 3), dtype="uint8", name="image_next")
+    both = layers.Concatenate(axis=0, name=f"{name}_frames_as_batch")([image, image_next])
+    out = single({"image": both})
+    outputs = {}
+    for key, value in out.items():
+        first, second = SplitBatch(name=f"{name}_{key}_split")(value)
+        outputs[key] = layers.Activation("linear", dtype="float32", name=f"{name}_{key}")(first)
+        outputs[f"{key}_next"] = layers.Activation("linear", dtype="float32", name=f"{name}_{key}_next")(second)
+    return keras.Model({"image": image, "image_next": image_next}, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package="taskology_tf")
+class SplitBatch(layers.Layer):
+    """[2B, ...] -> ([B, ...], [B, ...]): the first and the second half of the batch."""
+
+    def call(self, x):
+        half = ops.shape(x)[0] // 2
+        return x[:half], x[half:]
+
+    def compute_output_shape(self, input_shape):
+        shape = (None,) + tuple(input_shape[1:])
+        return shape, shape

@@ -12,7 +12,7 @@ from taskology_tf.core.registry import register_task
 from taskology_tf.core.task import Task
 from taskology_tf.geometry.normals import normals_from_depth
 from taskology_tf.metrics.accumulate import DepthMetrics, NormalsMetrics
-from taskology_tf.models.unet import build_dense_model, conv_head
+from taskology_tf.models.unet import build_dense_model, build_frame_pair_model, conv_head
 from taskology_tf.tasks.dense import check_image_spec, colorize_depth, image_to_float, side_by_side
 
 
@@ -50,6 +50,8 @@ class DepthTask(Task):
       median_scaling: evaluate with per-image median scaling (monocular, scale-free models).
       loss: "squared" (the paper's Sec. 4.3 MSE, metres^2) or "log_squared" (squared error of log depth).
       upsampling: decoder upsampling, "nearest" or "bilinear".
+      frames: 1 (``image`` -> ``depth``) or 2 (``image``, ``image_next`` -> ``depth``, ``depth_next``,
+        the same network on both frames, as the photometric relation between depth and motion needs).
     """
 
     input_keys = ("image",)
@@ -66,8 +68,15 @@ class DepthTask(Task):
         median_scaling: bool = False,
         loss: str = "squared",
         upsampling: str = "nearest",
+        frames: int = 1,
     ):
         super().__init__(name)
+        if frames not in (1, 2):
+            raise ValueError(f"DepthTask.frames must be 1 (image) or 2 (image and image_next), got {frames!r}.")
+        self.frames = frames
+        if frames == 2:
+            self.input_keys = ("image", "image_next")
+            self.output_keys = ("depth", "depth_next")
         if loss not in LOSSES:
             raise ValueError(f"DepthTask.loss must be one of {sorted(LOSSES)}, got {loss!r}.")
         self.loss_name = loss
@@ -83,7 +92,8 @@ class DepthTask(Task):
     def build_model(self) -> keras.Model:
         bias = math.log(math.expm1(self.initial_depth))  # softplus^-1
         head = conv_head(1, "softplus", name="depth", bias_initializer=keras.initializers.Constant(bias))
-        return build_dense_model(self.name, {"depth": head}, preset=self.preset, upsampling=self.upsampling)
+        model = build_dense_model(self.name, {"depth": head}, preset=self.preset, upsampling=self.upsampling)
+        return build_frame_pair_model(model) if self.frames == 2 else model
 
     def validate_spec(self, element_spec) -> None:
         check_image_spec(self.name, element_spec)

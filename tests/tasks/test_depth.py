@@ -44,3 +44,19 @@ def test_metrics_and_panels():
 def test_invalid_initial_depth():
     with pytest.raises(ValueError, match="initial_depth"):
         DepthTask(initial_depth=0)
+
+
+def test_two_frame_mode_runs_one_network_on_both_frames():
+    task = DepthTask(frames=2, preset="tiny")
+    assert task.input_keys == ("image", "image_next") and task.output_keys == ("depth", "depth_next")
+    model = task.build_model()
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
+    out = model({"image": a, "image_next": b}, training=False)
+    swapped = model({"image": b, "image_next": a}, training=False)
+    assert out["depth"].shape == (2, 32, 64, 1) and out["depth_next"].shape == (2, 32, 64, 1)
+    np.testing.assert_allclose(np.asarray(out["depth"]), np.asarray(swapped["depth_next"]), rtol=1e-5)
+    assert not np.allclose(np.asarray(out["depth"]), np.asarray(out["depth_next"]))
+    with pytest.raises(ValueError, match="frames"):
+        DepthTask(frames=3)
