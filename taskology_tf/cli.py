@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("synth", help="write the synthetic world to TFRecords")
     p.add_argument("--out_dir", required=True)
-    p.add_argument("--style", default="sim", choices=["sim", "real"])
+    p.add_argument("--style", default="sim", choices=["sim", "real", "coco"])
     p.add_argument("--split", default="train")
     p.add_argument("--num_examples", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -115,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="paper", choices=["paper", "partial", "both"],
                    help="paper: no real labels at all; partial: the real style has depth labels (not normals)")
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for both runs")
+    p.add_argument("--no_progress", action="store_true")
+
+    p = sub.add_parser("staleness", help="Sec. 4.4 / Fig. 5: unsupervised depth + ego-motion trained with stale "
+                       "peers; plots depth Abs Rel against step per staleness (resumes)")
+    p.add_argument("--workdir", default="/tmp/taskology_staleness")
+    p.add_argument("--values", default="0,10,100,1000,2000",
+                   help="comma-separated staleness values in steps (peer refresh period; 0 = synchronous)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps per run")
+    p.add_argument("--eval_every", type=int, default=250, help="evaluate depth every this many steps")
+    p.add_argument("--gin_file", action="append", default=[],
+                   help="experiment file(s) (default: gin/experiments/staleness_common.gin)")
+    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every run")
     p.add_argument("--no_progress", action="store_true")
     return parser
 
@@ -207,6 +219,21 @@ def cmd_data(args) -> None:
         print(p)
 
 
+def cmd_staleness(args) -> None:
+    from taskology_tf.staleness import DEFAULT_GIN, run_staleness
+
+    try:
+        values = [int(v) for v in args.values.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--values {args.values!r}: expected comma-separated integers, e.g. 0,10,100.") from None
+    if not values or min(values) < 0:
+        raise UsageError(f"--values {args.values!r}: give one or more staleness values >= 0.")
+    if args.steps <= 0 or args.eval_every <= 0:
+        raise UsageError("--steps and --eval_every must be positive.")
+    run_staleness(args.workdir, values, steps=args.steps, eval_every=args.eval_every,
+                  gin_files=args.gin_file or [DEFAULT_GIN], gin_params=args.gin_param, progress=not args.no_progress)
+
+
 def _print_metrics(metrics) -> None:
     for task, values in metrics.items():
         print(f"{task}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
@@ -246,6 +273,8 @@ def _run(args) -> int:
 
             run_demo(args.workdir, steps=args.steps, variant=args.variant, progress=not args.no_progress,
                      gin_params=args.gin_param)
+        elif args.command == "staleness":
+            cmd_staleness(args)
     except UsageError as e:
         print(f"taskology: error: {e}", file=sys.stderr)
         return 2
