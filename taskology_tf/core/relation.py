@@ -15,6 +15,11 @@ from typing import Any, Callable, Mapping
 LossFn = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], Any]
 
 
+def weight_overrides(weights: Mapping[str, float | None]) -> dict[str, float]:
+    """Task name -> weight, keeping only the tasks whose weight is given (not None)."""
+    return {task: float(w) for task, w in weights.items() if w is not None}
+
+
 @dataclasses.dataclass(frozen=True)
 class Relation:
     """A consistency loss between ``tasks``.

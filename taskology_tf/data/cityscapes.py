@@ -257,16 +257,11 @@ def cityscapes_labelled_dataset(
         image = kitti.decode_image(rec["path"])
         label_ids = tf.io.decode_png(tf.io.read_file(rec["label_path"]), channels=1)
         labels = tf.gather(lookup, tf.cast(label_ids, tf.int32))
-        check = tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(labels)[:2])),
-                                    ["image and labelIds differ in size:", rec["path"], rec["label_path"]])
-        with tf.control_dependencies([check]):
-            image = tf.identity(image)
-        image = kitti.crop_bottom_rows(image, crop_bottom)
-        labels = kitti.crop_bottom_rows(labels, crop_bottom)
-        if height is not None:
-            image = kitti.resize_image(image, height, width, resize_method)
-            labels = tf.image.resize(labels, [height, width], method="nearest")
-        labels.set_shape([height, width, 1])
+        image, labels = kitti.checked_labelled_image(image, labels, None, None, resize_method,
+                                                     "image and labelIds differ in size:", rec["path"], rec["label_path"])
+        image, labels = kitti.checked_labelled_image(kitti.crop_bottom_rows(image, crop_bottom),
+                                                     kitti.crop_bottom_rows(labels, crop_bottom), height, width,
+                                                     resize_method, "cropping changed sizes:", rec["path"])
         return {"id": rec["id"], "image": image, "segmentation": labels}
 
     calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls

@@ -198,14 +198,9 @@ def coco_panoptic_dataset(
         image = kitti.decode_image(rec["path"])
         panoptic = tf.io.decode_png(tf.io.read_file(rec["panoptic_path"]), channels=3)
         labels = segments_to_classes(segment_ids_from_rgb(panoptic), rec["segment_ids"], rec["classes"])[..., None]
-        check = tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(labels)[:2])),
-                                    ["image and panoptic PNG differ in size:", rec["path"], rec["panoptic_path"]])
-        with tf.control_dependencies([check]):
-            image = tf.identity(image)
-        if height is not None:
-            image = kitti.resize_image(image, height, width, resize_method)
-            labels = tf.image.resize(labels, [height, width], method="nearest")
-        labels.set_shape([height, width, 1])
+        image, labels = kitti.checked_labelled_image(image, labels, height, width, resize_method,
+                                                     "image and panoptic PNG differ in size:", rec["path"],
+                                                     rec["panoptic_path"])
         return {"id": rec["id"], "image": image, "segmentation": labels}
 
     calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls

@@ -326,6 +326,22 @@ def check_size(height, width, resize_method: str) -> None:
         raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}.")
 
 
+def checked_labelled_image(image, labels, height, width, method, *message):
+    """Fail (with ``message``: strings/tensors naming the files) unless ``image`` [H, W, 3] and
+    ``labels`` [H, W, 1] have the same size; resize both to (height, width) when given (labels by
+    nearest neighbour). Returns (image, labels) with static label shape [height, width, 1]."""
+    import tensorflow as tf
+
+    check = tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(labels)[:2])), list(message))
+    with tf.control_dependencies([check]):
+        image = tf.identity(image)
+    if height is not None:
+        image = resize_image(image, height, width, method)
+        labels = tf.image.resize(labels, [height, width], method="nearest")
+    labels.set_shape([height, width, 1])
+    return image, labels
+
+
 def resize_image(image, height: int, width: int, method: str = "area"):
     """Resize a [h, w, C] uint8 tensor to [height, width, C] uint8 ("area" or antialiased "bilinear")."""
     import tensorflow as tf

@@ -22,7 +22,7 @@ import gin
 from keras import ops
 
 from taskology_tf.core.registry import register_relation
-from taskology_tf.core.relation import Relation
+from taskology_tf.core.relation import Relation, weight_overrides
 from taskology_tf.geometry.transforms import invert
 from taskology_tf.relations import photometric as ph
 
@@ -141,11 +141,6 @@ def depth_motion(
       smoothness, depth_consistency, rotation_cycle, translation_cycle: weights of the regularisers.
       start_step, ramp_steps: warm-up of the relation's weight (see ``Relation``).
     """
-    task_weights = {}
-    if depth_weight is not None:
-        task_weights[depth] = depth_weight
-    if motion_weight is not None:
-        task_weights[motion] = motion_weight
     weights = {
         "smoothness": smoothness,
         "depth_consistency": depth_consistency,
@@ -168,7 +163,7 @@ def depth_motion(
             backward=backward,
         ),
         weight=weight,
-        task_weights=task_weights,
+        task_weights=weight_overrides({depth: depth_weight, motion: motion_weight}),
         start_step=start_step,
         ramp_steps=ramp_steps,
     )

@@ -15,7 +15,7 @@ import functools
 import gin
 
 from taskology_tf.core.registry import register_relation
-from taskology_tf.core.relation import Relation
+from taskology_tf.core.relation import Relation, weight_overrides
 from keras import ops
 
 from taskology_tf.geometry.normals import cosine_distance, normals_from_depth
@@ -93,11 +93,6 @@ def depth_normals(
       max_depth, max_relative_step: ignore far pixels / depth discontinuities of the predicted depth.
       start_step, ramp_steps: warm-up of the relation's weight (see ``Relation``).
     """
-    task_weights = {}
-    if depth_weight is not None:
-        task_weights[depth] = depth_weight
-    if normals_weight is not None:
-        task_weights[normals] = normals_weight
     return Relation(
         name="depth_normals",
         reads={depth: ("depth",), normals: ("normals",)},
@@ -111,7 +106,7 @@ def depth_normals(
             max_relative_step=max_relative_step,
         ),
         weight=weight,
-        task_weights=task_weights,
+        task_weights=weight_overrides({depth: depth_weight, normals: normals_weight}),
         start_step=start_step,
         ramp_steps=ramp_steps,
     )
