@@ -8,6 +8,12 @@ removed the same way round: renamed to a non-numeric name first, then deleted.
 With ``warmup_inputs`` the export also carries ``assets.extra/tf_serving_warmup_requests``, TF
 Serving's warm-up file (a TFRecord of ``PredictionLog`` protos), which servers replay before they
 serve the version, so the first real request does not pay for graph tracing and allocation.
+
+Signatures: ``serving_default`` (the model's call, as ``model.export`` writes it) and, unless turned
+off, ``serving_float16``: the same inputs, the same output names, float32 outputs cast to float16
+(half the bytes on the wire; ``ServingPeer(float16_outputs=True)`` asks for it). Other outputs keep
+their dtype. float16 keeps about 3 significant digits and saturates to inf beyond 65504, so it suits
+predictions such as depth in metres, normals or probabilities, not raw logits of huge magnitude.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Mapping
 import numpy as np
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+DEFAULT_SIGNATURE = "serving_default"
+FLOAT16_SIGNATURE = "serving_float16"
 
 
 def export_model(
@@ -27,8 +35,9 @@ def export_model(
     version: int,
     keep: int | None = None,
     warmup_inputs: Mapping[str, np.ndarray] | None = None,
+    float16_signature: bool = True,
 ) -> str:
-    """Export ``model`` (dict inputs/outputs) with a ``serving_default`` signature; returns the version folder.
+    """Export ``model`` (dict inputs/outputs) with ``serving_default`` (+ ``serving_float16``); returns the version folder.
 
     Args:
       model: a Keras model with named dict inputs and outputs.
@@ -37,6 +46,8 @@ def export_model(
       keep: keep only the newest ``keep`` versions (None = all).
       warmup_inputs: a small batch of inputs (name -> array, e.g. {"image": uint8 [1, H, W, 3]}) written
         as one warm-up ``PredictRequest`` for the ``serving_default`` signature; None = no warm-up file.
+      float16_signature: also write ``serving_float16`` (float32 outputs cast to float16); False = only
+        ``serving_default``, exactly what ``model.export`` writes.
     """
     if int(version) < 0:
         raise ValueError(f"version must be a non-negative integer, got {version}.")
@@ -49,7 +60,10 @@ def export_model(
     tmp = os.path.join(base_path, f".tmp-{int(version)}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.export(tmp, format="tf_saved_model", verbose=False)
+        if float16_signature:
+            _export_with_float16(model, tmp)
+        else:
+            model.export(tmp, format="tf_saved_model", verbose=False)
         if warmup_inputs is not None:
             write_warmup_requests(tmp, warmup_inputs)
         os.replace(tmp, final)
@@ -59,6 +73,42 @@ def export_model(
         for old in list_versions(base_path)[:-keep]:
             remove_version(base_path, old)
     return final
+
+
+def _export_with_float16(model, path: str) -> None:
+    """Write ``model`` as a SavedModel with ``serving_default`` (its call) and ``serving_float16``.
+
+    ``keras.export.ExportArchive`` with the input signature ``model.export`` derives, the model's call
+    registered first (so it is also ``serving_default``, as ``model.export`` makes it), and a second
+    endpoint on the same inputs whose float32 outputs are cast to float16.
+    """
+    import keras
+
+    input_signature = _input_signature(model)
+
+    def serve_float16(*args):
+        outputs = model(*args)
+        if not isinstance(outputs, Mapping):
+            raise ValueError(
+                f"export_model needs a model with named dict outputs (e.g. {{'depth': ...}}), got {type(outputs).__name__}; "
+                "or pass float16_signature=False."
+            )
+        return {
+            k: keras.ops.cast(v, "float16") if keras.backend.standardize_dtype(v.dtype) == "float32" else v
+            for k, v in outputs.items()
+        }
+
+    archive = keras.export.ExportArchive()
+    archive.track_and_add_endpoint("serve", model, input_signature)
+    archive.add_endpoint(FLOAT16_SIGNATURE, serve_float16, input_signature)
+    archive.write_out(path, verbose=False)
+
+
+def _input_signature(model):
+    """The input signature ``model.export`` uses (Keras keeps the helper private; kept in one place here)."""
+    from keras.src.export.export_utils import get_input_signature
+
+    return get_input_signature(model)
 
 
 def list_versions(base_path: str) -> list[int]:
@@ -79,7 +129,7 @@ def remove_version(base_path: str, version: int) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def write_warmup_requests(version_dir: str, inputs: Mapping[str, np.ndarray], signature_name: str = "serving_default") -> str:
+def write_warmup_requests(version_dir: str, inputs: Mapping[str, np.ndarray], signature_name: str = DEFAULT_SIGNATURE) -> str:
     """Write ``<version_dir>/assets.extra/tf_serving_warmup_requests`` holding one Predict request; returns its path."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2

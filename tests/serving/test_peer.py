@@ -258,16 +258,18 @@ def test_refresh_steps_pin_the_version_until_due(fake):
         assert peer.version == 3 and float(out["depth"].numpy().max()) == 3.0
 
 
-def test_float16_outputs_fall_back_to_serving_default_once(shared_server, tiny):
-    server, _ = shared_server  # its model has only serving_default
+def test_float16_outputs_fall_back_to_serving_default_once(tmp_path, tiny):
+    base = str(tmp_path / "tiny")
+    export_model(tiny.tiny_model(), base, 1, float16_signature=False)  # e.g. exported by another tool
     image = tiny.images(2, 3, 4, seed=4)
-    with ServingPeer("depth", server.address, model_name="tiny", float16_outputs=True, prefetch=False) as peer:
-        with pytest.warns(UserWarning, match="no signature 'serving_float16'"):
-            out = peer.predict({"image": image})
-        np.testing.assert_allclose(out["depth"].numpy(), tiny.reference(image)["depth"], rtol=1e-5, atol=1e-6)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            peer.predict({"image": image})
+    with tiny.serving({"tiny": base}) as (server, _):
+        with ServingPeer("depth", server.address, model_name="tiny", float16_outputs=True, prefetch=False) as peer:
+            with pytest.warns(UserWarning, match="no signature 'serving_float16'"):
+                out = peer.predict({"image": image})
+            np.testing.assert_allclose(out["depth"].numpy(), tiny.reference(image)["depth"], rtol=1e-5, atol=1e-6)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                peer.predict({"image": image})
 
 
 def test_float16_outputs_arrive_as_float32(fake):
