@@ -30,8 +30,24 @@ class Task:
         raise NotImplementedError
 
     def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """The part of an example batch the network consumes."""
-        return {k: batch[k] for k in self.input_keys}
+        """The part of an example batch the network consumes.
+
+        A two-frame task (``input_keys`` with ``image_next``) also trains on single labelled frames:
+        a batch without ``image_next`` gets the frame itself there (the ``*_next`` outputs are then unused).
+        """
+        out = {}
+        for k in self.input_keys:
+            if k == "image_next" and k not in batch and "image" in batch:
+                out[k] = batch["image"]
+            else:
+                out[k] = batch[k]
+        return out
+
+    def labelled_keys(self) -> tuple[str, ...]:
+        """Example keys the dedicated and evaluation data must have: inputs (``image_next`` may be
+        missing, see ``model_inputs``) and labels."""
+        inputs = tuple(k for k in self.input_keys if not (k == "image_next" and "image" in self.input_keys))
+        return inputs + tuple(self.label_keys)
 
     def validate_spec(self, element_spec: Mapping[str, Any]) -> None:
         """Raise a clear error if a dataset's (unbatched) element spec does not suit the network."""

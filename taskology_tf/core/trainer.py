@@ -173,8 +173,8 @@ class TaskTrainer:
         self._local_replicas = distribute.local_replica_ids(self.strategy) if self.distributed else [0]
 
         for data, what, keys in (
-            (dedicated, "dedicated data", tuple(task.input_keys) + tuple(task.label_keys)),
-            (eval_data, "evaluation data", tuple(task.input_keys) + tuple(task.label_keys)),
+            (dedicated, "dedicated data", task.labelled_keys()),
+            (eval_data, "evaluation data", task.labelled_keys()),
             (mediator, "mediator data", self.mediator_keys()),
         ):
             if data is not None:
@@ -534,14 +534,14 @@ class TaskTrainer:
         return self.step
 
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-        return self._predict_fn({k: inputs[k] for k in self.task.input_keys})
+        return self._predict_fn(self.task.model_inputs(inputs))
 
     def evaluate(self, data: tf.data.Dataset | None = None, batch_size: int | None = None, write: bool = True) -> dict[str, float]:
         """Metrics of the task on ``data`` (default: its eval data); writes scalar and image summaries."""
         data = data if data is not None else self.eval_data
         if data is None:
             raise ValueError(f"Task {self.name!r} has no evaluation data; set {self.name}/TaskTrainer.eval_data.")
-        check_element_spec(data.element_spec, tuple(self.task.input_keys) + tuple(self.task.label_keys), f"Task {self.name!r} (evaluation data)")
+        check_element_spec(data.element_spec, self.task.labelled_keys(), f"Task {self.name!r} (evaluation data)")
         metrics = self.task.make_metrics()
         first = None
         for batch in batched(data, batch_size or self.batch_size, repeat=False):

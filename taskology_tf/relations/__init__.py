@@ -1,6 +1,7 @@
 """Built-in relations; importing this package registers them by name."""
 
 from taskology_tf.relations.depth_motion import depth_motion, depth_motion_loss
+from taskology_tf.relations.depth_motion_segmentation import depth_motion_segmentation, video_consistency_loss
 from taskology_tf.relations.depth_normals import depth_normals, depth_normals_loss
 
-__all__ = ["depth_motion", "depth_motion_loss", "depth_normals", "depth_normals_loss"]
+__all__ = ["depth_motion", "depth_motion_loss", "depth_motion_segmentation", "video_consistency_loss", "depth_normals", "depth_normals_loss"]

@@ -22,6 +22,7 @@ from taskology_tf.core.task import Task
 from taskology_tf.data.example import CLASS_NAMES, IGNORE_LABEL, MOVABLE_CLASSES
 from taskology_tf.metrics.segmentation import SegmentationMetrics
 from taskology_tf.models.nasfpn import SIZE_MULTIPLE, build_segmentation_model, check_image_size
+from taskology_tf.models.unet import build_frame_pair_model
 from taskology_tf.tasks.dense import image_to_float, side_by_side
 
 
@@ -116,6 +117,8 @@ class SegmentationTask(Task):
         and the ``miou_movable`` metric.
       pad_to_multiple: pad images to multiples of 128 inside the network (any image size works);
         if False, image sizes must be multiples of 128.
+      frames: 1, or 2 for video relations: ``image``, ``image_next`` -> ``segmentation_logits``,
+        ``segmentation_logits_next`` (one network; labelled single frames still train it).
     """
 
     input_keys = ("image",)
@@ -134,8 +137,15 @@ class SegmentationTask(Task):
         class_names: Sequence[str] = CLASS_NAMES,
         movable_classes: Sequence[str] = MOVABLE_CLASSES,
         pad_to_multiple: bool = True,
+        frames: int = 1,
     ):
         super().__init__(name)
+        if frames not in (1, 2):
+            raise ValueError(f"SegmentationTask.frames must be 1 or 2 (image and image_next), got {frames!r}.")
+        self.frames = frames
+        if frames == 2:
+            self.input_keys = ("image", "image_next")
+            self.output_keys = ("segmentation_logits", "segmentation_logits_next")
         self.backbone = backbone
         self.num_filters = num_filters
         self.num_repeats = num_repeats
@@ -152,6 +162,10 @@ class SegmentationTask(Task):
         return len(self.class_names)
 
     def build_model(self) -> keras.Model:
+        model = self._build_single()
+        return build_frame_pair_model(model) if self.frames == 2 else model
+
+    def _build_single(self) -> keras.Model:
         return build_segmentation_model(
             self.name,
             self.num_classes,

@@ -119,3 +119,23 @@ def test_tiny_training_steps_lower_the_loss():
     assert all(np.isfinite(losses))
     print("losses", losses)
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_two_frame_mode_trains_on_single_labelled_frames(tmp_path):
+    import tensorflow as tf
+
+    from taskology_tf.core.trainer import TaskTrainer
+    from taskology_tf.data.synthetic.dataset import synthetic_dataset
+    from taskology_tf.tasks.segmentation import SegmentationTask
+
+    task = SegmentationTask(frames=2)
+    assert task.output_keys == ("segmentation_logits", "segmentation_logits_next")
+    assert task.labelled_keys() == ("image", "segmentation")
+    data = synthetic_dataset("coco", 4, seed=3, height=64, width=128, keys=["image", "segmentation"])
+    trainer = TaskTrainer(task, dedicated=data, eval_data=data, batch_size=2, checkpoint_every=0, summary_every=0)
+    assert np.isfinite(trainer.train_step()["total"])
+    assert "miou" in trainer.evaluate(write=False)
+    pair = next(iter(synthetic_dataset("sim", 2, seed=4, height=64, width=128, with_next=True,
+                                       keys=["image", "image_next"]).batch(2)))
+    out = trainer.predict(pair)
+    assert out["segmentation_logits_next"].shape == (2, 64, 128, 8)

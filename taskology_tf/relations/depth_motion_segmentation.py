@@ -1,0 +1,149 @@
+"""Depth, motion and segmentation tied by Eq. (2)-(5) of Taskology (Sec. 3.2.1).
+
+    z' p' = K R K^-1 z p + K (m * delta_t + T)                       (Eq. 2)
+    L = L_ph + L_seg                                                 (Eq. 5)
+
+with m the movable mask from the segmentation peer's argmax (no gradient), delta_t the motion
+task's residual translation field, L_ph the photometric consistency of ``depth_motion`` (Eq. 3,
+both directions) and L_seg the squared L2 distance between the segmentation logits of a frame and
+the other frame's logits warped onto it (Eq. 4, both directions, on visible pixels). Segmentation
+receives the gradient of L_seg through its logits; depth and motion through the warps of both
+terms; the motion field's smoothness and sparsity regularise the motion task only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import gin
+from keras import ops
+
+from taskology_tf.core.registry import register_relation
+from taskology_tf.core.relation import Relation, weight_overrides
+from taskology_tf.relations import photometric as ph
+from taskology_tf.relations.depth_motion import DEPTH_KEYS, MOTION_KEYS, depth_motion_terms
+from taskology_tf.tasks.segmentation import movable_class_ids, movable_mask
+
+SEGMENTATION_KEYS = ("segmentation_logits", "segmentation_logits_next")
+FIELD_KEYS = ("residual_translation", "residual_translation_backward")
+
+
+def video_consistency_terms(
+    inputs,
+    predictions,
+    depth_task: str = "depth",
+    motion_task: str = "motion",
+    segmentation_task: str = "segmentation",
+    movable_ids=None,
+    occlusion_tolerance: float = 0.05,
+    **photometric_kwargs,
+):
+    """Every term per example, unweighted: the ``depth_motion_terms`` (with object motion) plus
+    ``segmentation`` (Eq. 4), ``field_smoothness``, ``field_sparsity`` and ``movable_fraction``; [B] each.
+
+    predictions: depth {depth, depth_next}, motion {rotation, translation, *_backward,
+    residual_translation, residual_translation_backward}, segmentation {segmentation_logits,
+    segmentation_logits_next}.
+    """
+    movable_ids = tuple(movable_class_ids() if movable_ids is None else movable_ids)
+    seg = predictions[segmentation_task]
+    motion = predictions[motion_task]
+    depth = predictions[depth_task]
+    mask_t = movable_mask(seg["segmentation_logits"], movable_ids)
+    mask_next = movable_mask(seg["segmentation_logits_next"], movable_ids)
+    field = ops.cast(motion["residual_translation"], "float32") * mask_t
+    field_backward = ops.cast(motion["residual_translation_backward"], "float32") * mask_next
+    terms = depth_motion_terms(
+        inputs, predictions, depth_task, motion_task, occlusion_tolerance=occlusion_tolerance,
+        translation_fields=(field, field_backward), backward="predicted", **photometric_kwargs,
+    )
+    intrinsics = inputs["intrinsics"]
+    forward = ph.transform_from_motion(motion["rotation"], motion["translation"])
+    backward = ph.transform_from_motion(motion["rotation_backward"], motion["translation_backward"])
+    logits = ops.cast(seg["segmentation_logits"], "float32")
+    logits_next = ops.cast(seg["segmentation_logits_next"], "float32")
+    directions = (
+        (logits, depth["depth"], logits_next, depth["depth_next"], forward, field),
+        (logits_next, depth["depth_next"], logits, depth["depth"], backward, field_backward),
+    )
+    terms["segmentation"] = 0.0
+    for target, target_depth, source, source_depth, transform, f in directions:
+        warped, visible, _ = ph.warp_from(source, source_depth, target_depth, intrinsics, transform, f,
+                                          occlusion_tolerance)
+        squared = ops.sum(ops.square(warped - target), axis=-1, keepdims=True)  # L2 squared over classes
+        terms["segmentation"] = terms["segmentation"] + ph.masked_mean(squared, visible)
+    terms["field_smoothness"] = ph.motion_field_smoothness(motion["residual_translation"]) + \
+        ph.motion_field_smoothness(motion["residual_translation_backward"])
+    terms["field_sparsity"] = ph.motion_field_sparsity(motion["residual_translation"]) + \
+        ph.motion_field_sparsity(motion["residual_translation_backward"])
+    terms["movable_fraction"] = ops.mean(mask_t, axis=(1, 2, 3))
+    return terms
+
+
+def video_consistency_loss(inputs, predictions, weights, **kwargs):
+    """``photometric + sum_k weights[k] * term_k`` per example: [B]."""
+    terms = video_consistency_terms(inputs, predictions, **kwargs)
+    total = terms["photometric"]
+    for name, weight in weights.items():
+        if weight:
+            total = total + weight * terms[name]
+    return total
+
+
+@register_relation("depth_motion_segmentation")
+@gin.configurable
+def depth_motion_segmentation(
+    depth: str = "depth",
+    motion: str = "motion",
+    segmentation: str = "segmentation",
+    weight: float = 1.0,
+    depth_weight: float | None = None,
+    motion_weight: float | None = None,
+    segmentation_weight: float | None = None,
+    segmentation_consistency: float = 1.0,
+    l1_weight: float = 0.15,
+    ssim_weight: float = 0.85,
+    occlusion_tolerance: float = 0.05,
+    blur_sizes=(1,),
+    smoothness: float = 1e-3,
+    depth_consistency: float = 0.0,
+    rotation_cycle: float = 1e-3,
+    translation_cycle: float = 1e-2,
+    field_smoothness: float = 1e-3,
+    field_sparsity: float = 1e-3,
+    start_step: int = 0,
+    ramp_steps: int = 0,
+) -> Relation:
+    """Eq. (5) between a two-frame depth task, a motion task with ``object_motion`` and a two-frame
+    segmentation task. ``segmentation_consistency`` weighs L_seg against L_ph (the paper: 1);
+    the other weights as in ``depth_motion``; ``field_*`` regularise the residual translation field.
+    """
+    weights = {
+        "segmentation": segmentation_consistency,
+        "smoothness": smoothness,
+        "depth_consistency": depth_consistency,
+        "rotation_cycle": rotation_cycle,
+        "translation_cycle": translation_cycle,
+        "field_smoothness": field_smoothness,
+        "field_sparsity": field_sparsity,
+    }
+    return Relation(
+        name="depth_motion_segmentation",
+        reads={depth: DEPTH_KEYS, motion: MOTION_KEYS + FIELD_KEYS, segmentation: SEGMENTATION_KEYS},
+        input_keys=("image", "image_next", "intrinsics"),
+        loss_fn=functools.partial(
+            video_consistency_loss,
+            weights=weights,
+            depth_task=depth,
+            motion_task=motion,
+            segmentation_task=segmentation,
+            l1_weight=l1_weight,
+            ssim_weight=ssim_weight,
+            occlusion_tolerance=occlusion_tolerance,
+            blur_sizes=tuple(int(b) for b in blur_sizes),
+        ),
+        weight=weight,
+        task_weights=weight_overrides({depth: depth_weight, motion: motion_weight, segmentation: segmentation_weight}),
+        start_step=start_step,
+        ramp_steps=ramp_steps,
+    )

@@ -1,0 +1,98 @@
+"""Tests for the Eq. (2)-(5) relation between depth, motion (with object motion) and segmentation."""
+
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from taskology_tf.core.registry import relation_factory
+from taskology_tf.data.example import CLASS_NAMES
+from taskology_tf.relations.depth_motion_segmentation import video_consistency_terms
+
+B, H, W, C = 2, 16, 24, len(CLASS_NAMES)
+CAR = CLASS_NAMES.index("car")
+ROAD = CLASS_NAMES.index("road")
+
+
+def _inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    k = np.array([[20.0, 0, (W - 1) / 2], [0, 20.0, (H - 1) / 2], [0, 0, 1]], np.float32)
+    return {
+        "image": rng.integers(0, 256, (B, H, W, 3), dtype=np.uint8),
+        "image_next": rng.integers(0, 256, (B, H, W, 3), dtype=np.uint8),
+        "intrinsics": np.broadcast_to(k, (B, 3, 3)).copy(),
+    }
+
+
+def _logits(car_box=True):
+    logits = np.zeros((B, H, W, C), np.float32)
+    logits[..., ROAD] = 1.0
+    if car_box:
+        logits[:, 4:10, 6:14, CAR] = 5.0
+    return logits
+
+
+def _predictions(field_value=0.0):
+    zeros = np.zeros((B, 3), np.float32)
+    t = np.tile(np.array([[0.0, 0.0, -0.5]], np.float32), (B, 1))
+    field = np.full((B, H, W, 3), field_value, np.float32)
+    return {
+        "depth": {"depth": np.full((B, H, W, 1), 8.0, np.float32), "depth_next": np.full((B, H, W, 1), 8.0, np.float32)},
+        "motion": {"rotation": zeros, "translation": t, "rotation_backward": zeros, "translation_backward": -t,
+                   "residual_translation": field, "residual_translation_backward": -field},
+        "segmentation": {"segmentation_logits": _logits(), "segmentation_logits_next": _logits()},
+    }
+
+
+def test_registered_with_the_keys_it_reads():
+    rel = relation_factory("depth_motion_segmentation")()
+    assert rel.reads["segmentation"] == ("segmentation_logits", "segmentation_logits_next")
+    assert "residual_translation" in rel.reads["motion"] and rel.reads["depth"] == ("depth", "depth_next")
+
+
+def test_object_motion_only_acts_on_movable_pixels():
+    inputs = _inputs()
+    still = video_consistency_terms(inputs, _predictions(0.0))
+    moving = video_consistency_terms(inputs, _predictions(0.3))
+    np.testing.assert_allclose(ops.convert_to_numpy(still["movable_fraction"]), 48 / (H * W))
+    assert np.all(ops.convert_to_numpy(moving["photometric"]) != ops.convert_to_numpy(still["photometric"]))
+    no_cars = _predictions(0.3)
+    no_cars["segmentation"] = {"segmentation_logits": _logits(False), "segmentation_logits_next": _logits(False)}
+    ignored = video_consistency_terms(inputs, no_cars)
+    np.testing.assert_allclose(ops.convert_to_numpy(ignored["photometric"]), ops.convert_to_numpy(still["photometric"]), rtol=1e-6)
+
+
+def test_segmentation_term_is_zero_for_consistent_logits_and_positive_otherwise():
+    inputs = _inputs()
+    preds = _predictions()
+    eye = np.zeros((B, 3), np.float32)
+    preds["motion"].update(translation=eye, translation_backward=eye)  # no motion: logits must agree in place
+    same = video_consistency_terms(inputs, preds)
+    np.testing.assert_allclose(ops.convert_to_numpy(same["segmentation"]), 0.0, atol=1e-6)
+    shifted = np.roll(_logits(), 3, axis=2)
+    preds["segmentation"] = {"segmentation_logits": _logits(), "segmentation_logits_next": shifted}
+    assert np.all(ops.convert_to_numpy(video_consistency_terms(inputs, preds)["segmentation"]) > 0.1)
+
+
+def test_gradients_reach_every_task():
+    inputs = _inputs(1)
+    preds = _predictions(0.2)
+    variables = {
+        "logits": tf.Variable(preds["segmentation"]["segmentation_logits"]),
+        "logits_next": tf.Variable(np.roll(preds["segmentation"]["segmentation_logits_next"], 2, axis=1)),
+        "depth": tf.Variable(preds["depth"]["depth"]),
+        "translation": tf.Variable(preds["motion"]["translation"]),
+        "field": tf.Variable(preds["motion"]["residual_translation"]),
+    }
+    with tf.GradientTape() as tape:
+        p = {
+            "depth": {"depth": variables["depth"], "depth_next": preds["depth"]["depth_next"]},
+            "motion": dict(preds["motion"], translation=variables["translation"], residual_translation=variables["field"]),
+            # (tensors, as a model gives: keras.ops.argmax does not take a tf.Variable)
+            "segmentation": {"segmentation_logits": tf.identity(variables["logits"]),
+                             "segmentation_logits_next": tf.identity(variables["logits_next"])},
+        }
+        terms = video_consistency_terms(inputs, p)
+        loss = tf.reduce_sum(terms["photometric"] + terms["segmentation"] + 1e-3 * terms["field_smoothness"])
+    grads = tape.gradient(loss, list(variables.values()))
+    for name, g in zip(variables, grads):
+        assert g is not None and float(tf.reduce_max(tf.abs(g))) > 0, name
