@@ -128,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experiment file(s) (default: gin/experiments/staleness_common.gin)")
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every run")
     p.add_argument("--no_progress", action="store_true")
+
+    p = sub.add_parser("table1", help="Sec. 4.1 / Table 1: depth, motion and segmentation, rows A-E in order "
+                       "(C starts from B's segmentation, D from C's depth and motion); prints the table (resumes)")
+    p.add_argument("--workdir", default="/tmp/taskology_table1")
+    p.add_argument("--steps", type=int, default=None, help="training steps per row (default: the experiment files')")
+    p.add_argument("--rows", default="ABCDE", help="rows to run, e.g. ABCDE or BC (always run in the paper's order)")
+    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
+    p.add_argument("--no_progress", action="store_true")
     return parser
 
 
@@ -275,6 +283,11 @@ def _run(args) -> int:
                      gin_params=args.gin_param)
         elif args.command == "staleness":
             cmd_staleness(args)
+        elif args.command == "table1":
+            from taskology_tf.table1 import run_table1
+
+            run_table1(args.workdir, steps=args.steps, rows=args.rows, gin_params=args.gin_param,
+                       progress=not args.no_progress)
     except UsageError as e:
         print(f"taskology: error: {e}", file=sys.stderr)
         return 2

@@ -46,8 +46,8 @@ def test_sweep_writes_curves_plot_and_resumes(tmp_path, capsys):
 
 def test_format_table_reports_final_and_best():
     curves = {0: [{"step": 0, "abs_rel": 0.5}, {"step": 10, "abs_rel": 0.2}, {"step": 20, "abs_rel": 0.3}]}
-    row = format_table(curves).splitlines()[1].split()
-    assert row == ["0", "0.3000", "0.2000", "10", "20"]
+    row = format_table(curves, last=2).splitlines()[1].split()
+    assert row == ["0", "0.3000", "0.2500", "0.2000", "10", "20"]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -6,7 +6,8 @@ gradients at the current weights (peers answer from snapshots, refreshed every
 update. With staleness 0 a round is therefore exactly one step of joint
 training on Eq. (1): each task's gradient of the joint loss only involves its
 own supervised term and the relations it takes part in, and peers enter those
-only through their (constant) predictions.
+only through their (constant) predictions. Frozen trainers (``TaskTrainer.frozen``) take no part in
+the rounds; their networks only answer as peers.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Collective:
             raise ValueError(f"Task names must be unique in a collective, got {names}.")
         self.trainers: dict[str, TaskTrainer] = {t.name: t for t in trainers}
         for trainer in trainers:
+            if trainer.frozen:
+                continue  # never computes: needs no peers
             for rel in trainer.relations:
                 for other in rel.tasks:
                     if other not in self.trainers:
@@ -58,7 +61,7 @@ class Collective:
             from taskology_tf.data.example import check_element_spec
 
             for trainer in trainers:
-                if trainer.relations:
+                if trainer.relations and not trainer.frozen:
                     check_element_spec(mediator.element_spec, trainer.mediator_keys(), f"Task {trainer.name!r} (mediator data)")
         self._mediator_iter = None
         self._seed = seed
@@ -66,8 +69,9 @@ class Collective:
 
     @property
     def step(self) -> int:
-        """The collective's round: the smallest step of its trainers."""
-        return min(t.step for t in self.trainers.values())
+        """The collective's round: the smallest step of its trainers that train (frozen ones stay put)."""
+        training = [t for t in self.trainers.values() if not t.frozen] or list(self.trainers.values())
+        return min(t.step for t in training)
 
     def _next_mediator(self):
         if self.mediator is None:
@@ -79,8 +83,13 @@ class Collective:
 
     def round(self) -> dict[str, dict[str, float]]:
         """One step of every trainer that is at the collective's step; returns loss terms by task."""
+        if all(t.frozen for t in self.trainers.values()):
+            raise RuntimeError(
+                f"Every task of the collective ({list(self.trainers)}) is frozen: nothing to train. "
+                "Set TaskTrainer.frozen = False for at least one task."
+            )
         step = self.step
-        active = [t for t in self.trainers.values() if t.step == step]
+        active = [t for t in self.trainers.values() if not t.frozen and t.step == step]
         needs_mediator = any(t.has_relations for t in active)
         mediator = self._next_mediator() if needs_mediator else None
         computed = []

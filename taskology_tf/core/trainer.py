@@ -106,6 +106,15 @@ class TaskTrainer:
         default strategy, i.e. no distribution, unless the caller entered a scope). Under a strategy,
         ``batch_size`` and ``mediator_batch_size`` are global (all replicas) and must be multiples of the
         number of replicas; a multi-worker job reads a per-worker shard of each dataset.
+      frozen: the task never trains: ``compute`` returns None and ``apply`` refuses, its step stays where it
+        is; its network still answers as a peer of the other tasks and is still evaluated and checkpointed
+        (a ``Collective`` leaves frozen trainers out of its rounds). E.g. row C of the paper's Table 1: a
+        segmentation network trained before, supervising depth and motion.
+      init_checkpoint: network weights to start from when the trainer has no checkpoint of its own
+        (``<workdir>/ckpt`` empty, or no workdir): a checkpoint prefix (``.../ckpt-1000``), or a folder whose
+        latest checkpoint is used (the folder itself or its ``ckpt/`` subfolder, e.g. another run's
+        ``<workdir>/<task>``). Only the network is restored, not the optimizer or the step. The network must
+        have the same structure (same task configuration) as the one that wrote it.
     """
 
     def __init__(
@@ -135,6 +144,8 @@ class TaskTrainer:
         seed: int = 0,
         jit_compile: bool = False,
         strategy: str | tf.distribute.Strategy | None = None,
+        frozen: bool = False,
+        init_checkpoint: str | None = None,
     ):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -159,6 +170,8 @@ class TaskTrainer:
         self.export_keep = int(export_keep)
         self.seed = int(seed)
         self.shuffle_buffer = int(shuffle_buffer)
+        self.frozen = bool(frozen)
+        self.init_checkpoint = init_checkpoint
         self.strategy = distribute.resolve_strategy(strategy)
         self.distributed = not distribute.is_default(self.strategy)
         replicas = self.strategy.num_replicas_in_sync
@@ -220,6 +233,12 @@ class TaskTrainer:
                 self._ckpt, os.path.join(workdir, "ckpt"), max_to_keep=max_to_keep, step_counter=self.step_var
             )
             self.restore()
+        if self._manager is None or self._manager.latest_checkpoint is None:
+            if init_checkpoint:
+                self.restore_model(init_checkpoint)
+            elif self.frozen:
+                log.warning("Task %r is frozen but starts from random weights (no checkpoint of its own and no "
+                            "init_checkpoint); set %s/TaskTrainer.init_checkpoint.", self.name, self.name)
 
     def _optimizer_in_scope(self, optimizer):
         """The given optimizer, re-created from its config inside the strategy's scope when it was made outside.
@@ -392,9 +411,11 @@ class TaskTrainer:
     def compute(self, mediator_batch=None, dedicated_batch=None) -> tuple[dict[str, float], list] | None:
         """Draw data per the schedule, compute losses and gradients at the current weights.
 
-        Returns (loss terms as floats, gradients), or None if the schedule has nothing to do.
+        Returns (loss terms as floats, gradients), or None if the schedule has nothing to do or the task is frozen.
         Raises NonFiniteLossError (nothing applied) when a loss is NaN/Inf.
         """
+        if self.frozen:
+            return None
         step = self.step
         for peer in self.peers.values():
             peer.on_step(step)
@@ -440,6 +461,8 @@ class TaskTrainer:
 
     def apply(self, grads) -> None:
         """Apply gradients from ``compute`` (per replica under a strategy) to the task's weights; advance the step."""
+        if self.frozen:
+            raise RuntimeError(f"Task {self.name!r} is frozen (TaskTrainer.frozen = True); it takes no updates.")
         if self.distributed:
             self._distributed_apply_fn(grads)
         else:
@@ -533,6 +556,26 @@ class TaskTrainer:
                 ) from e
         return self.step
 
+    def restore_model(self, checkpoint: str) -> str:
+        """Load only the network's weights from ``checkpoint`` (a prefix, or a folder holding checkpoints
+        directly or in ``ckpt/``); the optimizer and the step are left as they are. Returns the prefix used."""
+        path = resolve_checkpoint(checkpoint)
+        if path is None:
+            raise FileNotFoundError(
+                f"Task {self.name!r}: no checkpoint at init_checkpoint={checkpoint!r} (expected a checkpoint prefix "
+                "such as <run>/<task>/ckpt/ckpt-1000, or a folder with checkpoints in it or in its ckpt/). Train "
+                f"the source run first, or fix {self.name}/TaskTrainer.init_checkpoint."
+            )
+        try:
+            tf.train.Checkpoint(model=self.model).restore(path).assert_existing_objects_matched().expect_partial()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise ValueError(
+                f"Task {self.name!r}: init_checkpoint {path} does not match the task's network ({e}). Configure the "
+                "task as in the run that wrote it (same preset, frames, object_motion, classes, ...)."
+            ) from e
+        log.info("Task %r: network initialised from %s.", self.name, path)
+        return path
+
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         return self._predict_fn(self.task.model_inputs(inputs))
 
@@ -568,6 +611,14 @@ class TaskTrainer:
             w.flush()
             w.close()
         self._writers.clear()
+
+
+def resolve_checkpoint(path: str) -> str | None:
+    """A checkpoint prefix from a prefix or a folder (its latest checkpoint, or that of its ``ckpt/``); None if none."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return tf.train.latest_checkpoint(path) or tf.train.latest_checkpoint(os.path.join(path, "ckpt"))
+    return path if os.path.exists(f"{path}.index") else None
 
 
 def write_json_atomic(path: str, payload: Any) -> None:

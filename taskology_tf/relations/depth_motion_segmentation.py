@@ -20,6 +20,7 @@ from keras import ops
 
 from taskology_tf.core.registry import register_relation
 from taskology_tf.core.relation import Relation, weight_overrides
+from taskology_tf.geometry.transforms import invert
 from taskology_tf.relations import photometric as ph
 from taskology_tf.relations.depth_motion import DEPTH_KEYS, MOTION_KEYS, depth_motion_terms
 from taskology_tf.tasks.segmentation import movable_class_ids, movable_mask
@@ -36,6 +37,7 @@ def video_consistency_terms(
     segmentation_task: str = "segmentation",
     movable_ids=None,
     occlusion_tolerance: float = 0.05,
+    backward: str = "predicted",
     **photometric_kwargs,
 ):
     """Every term per example, unweighted: the ``depth_motion_terms`` (with object motion) plus
@@ -43,7 +45,8 @@ def video_consistency_terms(
 
     predictions: depth {depth, depth_next}, motion {rotation, translation, *_backward,
     residual_translation, residual_translation_backward}, segmentation {segmentation_logits,
-    segmentation_logits_next}.
+    segmentation_logits_next}. ``backward``: "predicted" or "inverse" camera motion for the
+    t+1 -> t warps (see ``depth_motion_terms``); the backward object motion is always predicted.
     """
     movable_ids = tuple(movable_class_ids() if movable_ids is None else movable_ids)
     seg = predictions[segmentation_task]
@@ -55,16 +58,19 @@ def video_consistency_terms(
     field_backward = ops.cast(motion["residual_translation_backward"], "float32") * mask_next
     terms = depth_motion_terms(
         inputs, predictions, depth_task, motion_task, occlusion_tolerance=occlusion_tolerance,
-        translation_fields=(field, field_backward), backward="predicted", **photometric_kwargs,
+        translation_fields=(field, field_backward), backward=backward, **photometric_kwargs,
     )
     intrinsics = inputs["intrinsics"]
     forward = ph.transform_from_motion(motion["rotation"], motion["translation"])
-    backward = ph.transform_from_motion(motion["rotation_backward"], motion["translation_backward"])
+    if backward == "inverse":
+        backward_transform = invert(forward)
+    else:
+        backward_transform = ph.transform_from_motion(motion["rotation_backward"], motion["translation_backward"])
     logits = ops.cast(seg["segmentation_logits"], "float32")
     logits_next = ops.cast(seg["segmentation_logits_next"], "float32")
     directions = (
         (logits, depth["depth"], logits_next, depth["depth_next"], forward, field),
-        (logits_next, depth["depth_next"], logits, depth["depth"], backward, field_backward),
+        (logits_next, depth["depth_next"], logits, depth["depth"], backward_transform, field_backward),
     )
     terms["segmentation"] = 0.0
     for target, target_depth, source, source_depth, transform, f in directions:
@@ -105,6 +111,7 @@ def depth_motion_segmentation(
     ssim_weight: float = 0.85,
     occlusion_tolerance: float = 0.05,
     blur_sizes=(1,),
+    backward: str = "predicted",
     smoothness: float = 1e-3,
     depth_consistency: float = 0.0,
     rotation_cycle: float = 1e-3,
@@ -116,7 +123,8 @@ def depth_motion_segmentation(
 ) -> Relation:
     """Eq. (5) between a two-frame depth task, a motion task with ``object_motion`` and a two-frame
     segmentation task. ``segmentation_consistency`` weighs L_seg against L_ph (the paper: 1);
-    the other weights as in ``depth_motion``; ``field_*`` regularise the residual translation field.
+    the other weights (and ``backward``) as in ``depth_motion``; ``field_*`` regularise the residual
+    translation field.
     """
     weights = {
         "segmentation": segmentation_consistency,
@@ -141,6 +149,7 @@ def depth_motion_segmentation(
             ssim_weight=ssim_weight,
             occlusion_tolerance=occlusion_tolerance,
             blur_sizes=tuple(int(b) for b in blur_sizes),
+            backward=backward,
         ),
         weight=weight,
         task_weights=weight_overrides({depth: depth_weight, motion: motion_weight, segmentation: segmentation_weight}),

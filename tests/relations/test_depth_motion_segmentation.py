@@ -96,3 +96,13 @@ def test_gradients_reach_every_task():
     grads = tape.gradient(loss, list(variables.values()))
     for name, g in zip(variables, grads):
         assert g is not None and float(tf.reduce_max(tf.abs(g))) > 0, name
+
+
+def test_inverse_backward_ignores_the_predicted_backward_camera_motion():
+    inputs = _inputs(2)
+    preds = _predictions(0.1)
+    exact = video_consistency_terms(inputs, preds, backward="inverse")
+    preds["motion"] = dict(preds["motion"], translation_backward=np.full((B, 3), 3.0, np.float32))
+    ignored = video_consistency_terms(inputs, preds, backward="inverse")
+    for key in ("photometric", "segmentation"):
+        np.testing.assert_allclose(ops.convert_to_numpy(ignored[key]), ops.convert_to_numpy(exact[key]), rtol=1e-6)
