@@ -101,12 +101,7 @@ def depth_motion_terms(
 def depth_motion_loss(inputs, predictions, weights, **kwargs):
     """Weighted sum of ``depth_motion_terms`` (``weights``: term name -> weight; the photometric term
     has weight 1): [B]."""
-    terms = depth_motion_terms(inputs, predictions, **kwargs)
-    total = terms["photometric"]
-    for name, weight in weights.items():
-        if weight:
-            total = total + weight * terms[name]
-    return total
+    return ph.weighted_sum(depth_motion_terms(inputs, predictions, **kwargs), weights)
 
 
 @register_relation("depth_motion")

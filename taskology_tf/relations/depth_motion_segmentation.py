@@ -88,12 +88,7 @@ def video_consistency_terms(
 
 def video_consistency_loss(inputs, predictions, weights, **kwargs):
     """``photometric + sum_k weights[k] * term_k`` per example: [B]."""
-    terms = video_consistency_terms(inputs, predictions, **kwargs)
-    total = terms["photometric"]
-    for name, weight in weights.items():
-        if weight:
-            total = total + weight * terms[name]
-    return total
+    return ph.weighted_sum(video_consistency_terms(inputs, predictions, **kwargs), weights)
 
 
 @register_relation("depth_motion_segmentation")

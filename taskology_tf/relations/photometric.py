@@ -16,6 +16,15 @@ from taskology_tf.geometry.transforms import compose, rotation_matrix
 from taskology_tf.geometry.warp import reproject
 
 
+def weighted_sum(terms, weights, base: str = "photometric"):
+    """``terms[base] + sum_k weights[k] * terms[k]`` (terms: name -> [B]; zero weights are skipped): [B]."""
+    total = terms[base]
+    for name, weight in weights.items():
+        if weight:
+            total = total + weight * terms[name]
+    return total
+
+
 def to_unit_float(image):
     """uint8 (or float 0..255) [B, H, W, C] -> float32 in [0, 1]; float32 images in [0, 1] pass through."""
     if "int" in str(image.dtype):
