@@ -24,6 +24,7 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
+from taskology_tf.models.resize import BilinearUpsample, CropToReference
 from taskology_tf.models.unet import ImageToFloat
 
 # Channels of the seven stride-2 encoder convolutions.
@@ -81,46 +82,29 @@ class LearnedScale(layers.Layer):
 class ResizeLike(layers.Layer):
     """Bring a motion field to the spatial size of ``reference``.
 
-    A [B, 1, 1, C] field is broadcast; otherwise the field is upsampled 2x
-    (bilinear) and cropped, which inverts a stride-2 "same" convolution
-    (``ceil(s / 2) * 2 >= s``).
+    A [B, 1, 1, C] field is broadcast; otherwise the field is upsampled 2x (bilinear,
+    ``BilinearUpsample``) and cropped (``CropToReference``), which inverts a stride-2 "same"
+    convolution (``ceil(s / 2) * 2 >= s``).
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._up = BilinearUpsample(2)
+        self._crop = CropToReference()
+
+    def build(self, field_shape, reference_shape):
+        # The sub-layers hold no weights.
+        self._up.build(field_shape)
+        self._crop.built = True
+        self.built = True
 
     def call(self, field, reference):
         if field.shape[1] == 1 and field.shape[2] == 1:
             return field + ops.zeros_like(reference[..., :1], dtype=field.dtype)
-        up = _bilinear_2x(field)
-        ref_shape = ops.shape(reference)
-        return up[:, : ref_shape[1], : ref_shape[2], :]
+        return self._crop([self._up(field), reference])
 
     def compute_output_shape(self, field_shape, reference_shape):
         return tuple(reference_shape[:3]) + (field_shape[-1],)
-
-
-def _bilinear_2x(x):
-    """2x bilinear upsampling with the half-pixel convention: [B, h, w, C] -> [B, 2h, 2w, C].
-
-    Each output pixel is 3/4 of its nearest input pixel plus 1/4 of the next one on each axis
-    (edges repeat), which is what half-pixel bilinear resizing gives at scale 2.
-    """
-
-    def axis_up(v, axis):
-        prev = ops.concatenate([_take(v, axis, 0, 1), _take(v, axis, 0, -1)], axis=axis)  # v[i - 1], edge repeated
-        nxt = ops.concatenate([_take(v, axis, 1, None), _take(v, axis, -1, None)], axis=axis)  # v[i + 1]
-        lo = 0.75 * v + 0.25 * prev  # output 2i
-        hi = 0.75 * v + 0.25 * nxt  # output 2i + 1
-        stacked = ops.stack([lo, hi], axis=axis + 1)
-        new_shape = list(ops.shape(v))
-        new_shape[axis] = new_shape[axis] * 2
-        return ops.reshape(stacked, new_shape)
-
-    return axis_up(axis_up(x, 1), 2)
-
-
-def _take(v, axis, start, stop):
-    index = [slice(None)] * len(v.shape)
-    index[axis] = slice(start, stop)
-    return v[tuple(index)]
 
 
 @keras.saving.register_keras_serializable(package="taskology_tf")
