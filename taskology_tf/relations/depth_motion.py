@@ -30,6 +30,17 @@ DEPTH_KEYS = ("depth", "depth_next")
 MOTION_KEYS = ("rotation", "translation", "rotation_backward", "translation_backward")
 
 
+def camera_transforms(motion, backward: str = "predicted"):
+    """(t -> t+1, t+1 -> t) camera transforms [B, 4, 4] from a motion task's predictions; the backward
+    one is the prediction's (``"predicted"``) or the inverse of the forward one (``"inverse"``)."""
+    if backward not in ("predicted", "inverse"):
+        raise ValueError(f"backward must be 'predicted' or 'inverse', got {backward!r}.")
+    forward = ph.transform_from_motion(motion["rotation"], motion["translation"])
+    if backward == "inverse":
+        return forward, invert(forward)
+    return forward, ph.transform_from_motion(motion["rotation_backward"], motion["translation_backward"])
+
+
 def depth_motion_terms(
     inputs,
     predictions,
@@ -65,13 +76,7 @@ def depth_motion_terms(
     depth = predictions[depth_task]["depth"]
     depth_next = predictions[depth_task]["depth_next"]
     motion = predictions[motion_task]
-    if backward not in ("predicted", "inverse"):
-        raise ValueError(f"backward must be 'predicted' or 'inverse', got {backward!r}.")
-    forward = ph.transform_from_motion(motion["rotation"], motion["translation"])
-    if backward == "inverse":
-        backward_transform = invert(forward)
-    else:
-        backward_transform = ph.transform_from_motion(motion["rotation_backward"], motion["translation_backward"])
+    forward, backward_transform = camera_transforms(motion, backward)
     fields = translation_fields or (None, None)
 
     terms = {"photometric": 0.0, "depth_consistency": 0.0, "visible_fraction": 0.0}

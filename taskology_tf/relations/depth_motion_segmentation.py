@@ -20,9 +20,8 @@ from keras import ops
 
 from taskology_tf.core.registry import register_relation
 from taskology_tf.core.relation import Relation, weight_overrides
-from taskology_tf.geometry.transforms import invert
 from taskology_tf.relations import photometric as ph
-from taskology_tf.relations.depth_motion import DEPTH_KEYS, MOTION_KEYS, depth_motion_terms
+from taskology_tf.relations.depth_motion import DEPTH_KEYS, MOTION_KEYS, camera_transforms, depth_motion_terms
 from taskology_tf.tasks.segmentation import movable_class_ids, movable_mask
 
 SEGMENTATION_KEYS = ("segmentation_logits", "segmentation_logits_next")
@@ -61,11 +60,7 @@ def video_consistency_terms(
         translation_fields=(field, field_backward), backward=backward, **photometric_kwargs,
     )
     intrinsics = inputs["intrinsics"]
-    forward = ph.transform_from_motion(motion["rotation"], motion["translation"])
-    if backward == "inverse":
-        backward_transform = invert(forward)
-    else:
-        backward_transform = ph.transform_from_motion(motion["rotation_backward"], motion["translation_backward"])
+    forward, backward_transform = camera_transforms(motion, backward)
     logits = ops.cast(seg["segmentation_logits"], "float32")
     logits_next = ops.cast(seg["segmentation_logits_next"], "float32")
     directions = (
