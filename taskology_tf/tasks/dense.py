@@ -9,6 +9,18 @@ import numpy as np
 from taskology_tf.models.unet import check_image_size
 
 
+def frame_keys(owner: str, frames: int, outputs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(input_keys, output_keys) of a dense task run on 1 frame or on 2 (``image_next`` -> ``*_next``).
+
+    ``owner`` names the task class in the error, e.g. ``"DepthTask"``.
+    """
+    if frames not in (1, 2):
+        raise ValueError(f"{owner}.frames must be 1 (image) or 2 (image and image_next), got {frames!r}.")
+    if frames == 1:
+        return ("image",), tuple(outputs)
+    return ("image", "image_next"), tuple(outputs) + tuple(f"{k}_next" for k in outputs)
+
+
 def check_image_spec(task_name: str, element_spec: Mapping[str, Any]) -> None:
     """Raise ValueError when the dataset's static image size does not suit the U-Net (multiples of 32)."""
     spec = element_spec.get("image")

@@ -13,7 +13,7 @@ from taskology_tf.core.task import Task
 from taskology_tf.geometry.normals import normals_from_depth
 from taskology_tf.metrics.accumulate import DepthMetrics, NormalsMetrics
 from taskology_tf.models.unet import build_dense_model, build_frame_pair_model, conv_head
-from taskology_tf.tasks.dense import check_image_spec, colorize_depth, image_to_float, side_by_side
+from taskology_tf.tasks.dense import check_image_spec, colorize_depth, frame_keys, image_to_float, side_by_side
 
 
 def masked_log_squared_error(pred, gt):
@@ -71,12 +71,8 @@ class DepthTask(Task):
         frames: int = 1,
     ):
         super().__init__(name)
-        if frames not in (1, 2):
-            raise ValueError(f"DepthTask.frames must be 1 (image) or 2 (image and image_next), got {frames!r}.")
         self.frames = frames
-        if frames == 2:
-            self.input_keys = ("image", "image_next")
-            self.output_keys = ("depth", "depth_next")
+        self.input_keys, self.output_keys = frame_keys("DepthTask", frames, ("depth",))
         if loss not in LOSSES:
             raise ValueError(f"DepthTask.loss must be one of {sorted(LOSSES)}, got {loss!r}.")
         self.loss_name = loss

@@ -23,7 +23,7 @@ from taskology_tf.data.example import CLASS_NAMES, IGNORE_LABEL, MOVABLE_CLASSES
 from taskology_tf.metrics.segmentation import SegmentationMetrics
 from taskology_tf.models.nasfpn import SIZE_MULTIPLE, build_segmentation_model, check_image_size
 from taskology_tf.models.unet import build_frame_pair_model
-from taskology_tf.tasks.dense import image_to_float, side_by_side
+from taskology_tf.tasks.dense import frame_keys, image_to_float, side_by_side
 
 
 def segmentation_cross_entropy(logits, labels, ignore_label: int = IGNORE_LABEL):
@@ -140,12 +140,8 @@ class SegmentationTask(Task):
         frames: int = 1,
     ):
         super().__init__(name)
-        if frames not in (1, 2):
-            raise ValueError(f"SegmentationTask.frames must be 1 or 2 (image and image_next), got {frames!r}.")
         self.frames = frames
-        if frames == 2:
-            self.input_keys = ("image", "image_next")
-            self.output_keys = ("segmentation_logits", "segmentation_logits_next")
+        self.input_keys, self.output_keys = frame_keys("SegmentationTask", frames, ("segmentation_logits",))
         self.backbone = backbone
         self.num_filters = num_filters
         self.num_repeats = num_repeats
