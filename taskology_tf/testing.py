@@ -1,4 +1,4 @@
-"""Helpers for tests of experiments: the Table 3 experiment shrunk to seconds on a CPU."""
+"""Helpers for tests: the Table 3 experiment shrunk to seconds on a CPU, and polling for a condition."""
 
 from __future__ import annotations
 
@@ -23,3 +23,15 @@ def gin_param_flags(*bindings: str, base=TINY_TABLE3) -> list[str]:
     for binding in (*base, *bindings):
         flags += ["--gin_param", binding]
     return flags
+
+
+def wait_for(predicate, timeout: float = 10.0, every: float = 0.02) -> bool:
+    """Poll ``predicate()`` every ``every`` seconds until it is true or ``timeout`` seconds passed; its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return bool(predicate())

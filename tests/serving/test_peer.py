@@ -23,17 +23,9 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, predict
 from taskology_tf.serving.export import export_model
 from taskology_tf.serving.peer import PeerUnavailable, ServingPeer
 from taskology_tf.serving.server import ModelServer
+from taskology_tf.testing import wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-def wait_for(predicate, timeout=10.0, every=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
 
 
 def predicts(peer, batch):

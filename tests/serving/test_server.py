@@ -31,17 +31,9 @@ from taskology_tf.serving.codec import to_tensor_proto
 from taskology_tf.serving.export import WARMUP_FILE, export_model, list_versions
 from taskology_tf.serving.server import ModelServer, serve_main
 from taskology_tf.serving.tls import TlsConfig
+from taskology_tf.testing import wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-def wait_for(predicate, timeout=10.0, every=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
 
 
 def raw_status(port, name):
