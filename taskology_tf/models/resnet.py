@@ -24,11 +24,13 @@ from typing import Literal
 import keras
 from keras import layers
 
+from taskology_tf.models.normalization import RandomizedLayerNormalization
+
 BlockType = Literal["basic", "bottleneck"]
-NormType = Literal["batch", "group", "none"]
+NormType = Literal["batch", "group", "randomized_layer", "none"]
 
 _BLOCK_EXPANSION = {"basic": 1, "bottleneck": 4}
-_NORMS = ("batch", "group", "none")
+_NORMS = ("batch", "group", "randomized_layer", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +42,9 @@ class EncoderConfig:
       blocks: number of residual blocks in each of the four stages.
       widths: base number of channels of each stage (a bottleneck stage outputs 4x that).
       stem_width: channels of the 7x7 stem conv.
-      norm: "batch" (BatchNormalization), "group" (GroupNormalization) or "none" (convs get biases).
+      norm: "batch" (BatchNormalization), "group" (GroupNormalization), "randomized_layer" (the depth-from-videos
+        paper's per-example normalization with noisy statistics, ``models.normalization``) or "none"
+        (convs get biases).
     """
 
     block: BlockType = "basic"
@@ -115,11 +119,13 @@ def conv(filters: int, kernel_size: int, strides: int, norm: str, name: str) -> 
 
 
 def norm_layer(norm: str, channels: int, name: str) -> layers.Layer:
-    """Normalisation layer for ``norm`` in {"batch", "group", "none"} (identity for "none")."""
+    """Normalisation layer for ``norm`` in ``_NORMS`` (identity for "none")."""
     if norm == "batch":
         return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
     if norm == "group":
         return layers.GroupNormalization(groups=_group_count(channels), epsilon=1e-5, name=name)
+    if norm == "randomized_layer":
+        return RandomizedLayerNormalization(name=name)
     if norm == "none":
         return layers.Identity(name=name)
     raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}.")

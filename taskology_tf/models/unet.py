@@ -117,7 +117,7 @@ def unet_decoder(
       features: Keras tensors at strides 2, 4, 8, 16, 32 (as ``resnet_encoder`` returns).
       widths: channels after each of the 5 steps (output strides 16, 8, 4, 2, 1).
       name: prefix of every layer name.
-      norm: "batch", "group" or "none".
+      norm: a normalisation of ``resnet.norm_layer`` ("batch", "group", "randomized_layer", "none").
       upsampling: "nearest" or "bilinear".
 
     Returns:
@@ -192,7 +192,8 @@ def build_dense_model(
       preset: encoder preset in ``ENCODER_PRESETS`` (also picks ``DECODER_PRESETS[preset]``).
       height, width: static image size (multiples of 32), or None for dynamic sizes (which
         must then be multiples of 32 at run time).
-      norm: override the preset's normalisation ("batch", "group", "none") in encoder and decoder.
+      norm: override the preset's normalisation ("batch", "group", "randomized_layer", "none") in encoder
+        and decoder.
       decoder_widths: override ``DECODER_PRESETS[preset]``.
       upsampling: "nearest" or "bilinear" decoder upsampling.
 

@@ -50,6 +50,8 @@ class DepthTask(Task):
       median_scaling: evaluate with per-image median scaling (monocular, scale-free models).
       loss: "squared" (the paper's Sec. 4.3 MSE, metres^2) or "log_squared" (squared error of log depth).
       upsampling: decoder upsampling, "nearest" or "bilinear".
+      norm: normalisation of encoder and decoder; None = the preset's (batch norm). "randomized_layer" is
+        the depth-from-videos paper's choice (per-example statistics with multiplicative noise in training).
       frames: 1 (``image`` -> ``depth``) or 2 (``image``, ``image_next`` -> ``depth``, ``depth_next``,
         the same network on both frames, as the photometric relation between depth and motion needs).
     """
@@ -69,9 +71,11 @@ class DepthTask(Task):
         loss: str = "squared",
         upsampling: str = "nearest",
         frames: int = 1,
+        norm: str | None = None,
     ):
         super().__init__(name)
         self.frames = frames
+        self.norm = norm
         self.input_keys, self.output_keys = frame_keys("DepthTask", frames, ("depth",))
         if loss not in LOSSES:
             raise ValueError(f"DepthTask.loss must be one of {sorted(LOSSES)}, got {loss!r}.")
@@ -88,7 +92,8 @@ class DepthTask(Task):
     def build_model(self) -> keras.Model:
         bias = math.log(math.expm1(self.initial_depth))  # softplus^-1
         head = conv_head(1, "softplus", name="depth", bias_initializer=keras.initializers.Constant(bias))
-        model = build_dense_model(self.name, {"depth": head}, preset=self.preset, upsampling=self.upsampling)
+        model = build_dense_model(self.name, {"depth": head}, preset=self.preset, upsampling=self.upsampling,
+                                  norm=self.norm)
         return build_frame_pair_model(model) if self.frames == 2 else model
 
     def validate_spec(self, element_spec) -> None:

@@ -60,3 +60,10 @@ def test_two_frame_mode_runs_one_network_on_both_frames():
     assert not np.allclose(np.asarray(out["depth"]), np.asarray(out["depth_next"]))
     with pytest.raises(ValueError, match="frames"):
         DepthTask(frames=3)
+
+
+def test_norm_option_builds_the_depth_from_videos_normalisation():
+    task = DepthTask(preset="tiny", norm="randomized_layer")
+    model = task.build_model()
+    assert any(type(l).__name__ == "RandomizedLayerNormalization" for l in model.layers)
+    assert not any(type(l).__name__ == "BatchNormalization" for l in model.layers)
