@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     sub.add_parser("launch", help="start servers and one trainer per task as separate processes "
                    "(taskology launch --help)", add_help=False)
+    sub.add_parser("experiment", help="run one of the paper's experiments by name, e.g. `taskology experiment "
+                   "table1` (taskology experiment --help lists them)", add_help=False)
 
     p = sub.add_parser("eval", help="evaluate the latest checkpoints of an experiment")
     _add_config_flags(p)
@@ -247,8 +249,31 @@ def _print_metrics(metrics) -> None:
         print(f"{task}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
 
+# `taskology experiment NAME ...`: the paper's experiments by name -> the subcommand that runs them.
+EXPERIMENTS = {
+    "table1": ("table1", "Sec. 4.1 / Table 1: depth, motion and segmentation, rows A-E"),
+    "table3": ("demo", "Sec. 4.3 / Table 3: depth and normals, sim -> real, with and without consistency"),
+    "staleness": ("staleness", "Sec. 4.4 / Fig. 5: unsupervised depth + ego-motion with stale peers"),
+}
+
+
+def experiment_argv(argv: list[str]) -> list[str]:
+    """``experiment NAME ARGS`` -> the subcommand's own argv (``NAME``'s command followed by ``ARGS``)."""
+    listing = "\n".join(f"  {name:10s} {doc} (taskology {cmd})" for name, (cmd, doc) in EXPERIMENTS.items())
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
+        print(f"usage: taskology experiment NAME [options]\n\nexperiments:\n{listing}\n\n"
+              "`taskology experiment NAME --help` lists NAME's options.")
+        raise SystemExit(0 if len(argv) >= 2 else 2)
+    if argv[1] not in EXPERIMENTS:
+        print(f"taskology: error: unknown experiment {argv[1]!r}; known experiments:\n{listing}", file=sys.stderr)
+        raise SystemExit(2)
+    return [EXPERIMENTS[argv[1]][0]] + argv[2:]
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["experiment"]:
+        argv = experiment_argv(argv)
     if argv[:1] == ["serve"]:
         from taskology_tf.serving.server import serve_main
 

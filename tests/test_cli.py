@@ -5,6 +5,8 @@ import os
 import sys
 import textwrap
 
+import pytest
+
 import tensorflow as tf
 
 from taskology_tf.cli import main
@@ -148,3 +150,23 @@ def test_user_task_and_relation_from_own_module(tmp_path, capsys, monkeypatch):
     assert code == 0, capsys.readouterr().err
     assert os.path.exists(os.path.join(workdir, "brightness", "ckpt", "ckpt-2.index"))
     sys.modules.pop("my_tasks", None)
+
+
+def test_experiment_names_map_to_their_commands(capsys):
+    from taskology_tf.cli import experiment_argv
+
+    assert experiment_argv(["experiment", "table1", "--rows", "AB"]) == ["table1", "--rows", "AB"]
+    assert experiment_argv(["experiment", "table3", "--steps", "5"]) == ["demo", "--steps", "5"]
+    with pytest.raises(SystemExit) as e:
+        main(["experiment", "table9"])
+    assert e.value.code == 2 and "unknown experiment 'table9'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["experiment", "--help"])
+    assert e.value.code == 0 and "table1" in capsys.readouterr().out
+
+
+def test_experiment_table1_reports_a_missing_source_row(tmp_path, capsys):
+    # Row C needs row B's segmentation checkpoint: the command says which row to run first.
+    assert main(["experiment", "table1", "--workdir", str(tmp_path), "--rows", "C", "--steps", "1",
+                 "--no_progress"]) == 1
+    assert "run row B first" in capsys.readouterr().err
