@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--with_next", action="store_true")
+    p = data.add_parser("convert-waymo", help="convert Waymo Open Dataset segment files (Frame protos) to the "
+                        "project's TFRecords (points from range images, boxes, track ids, poses, calibrations)")
+    p.add_argument("--input", action="append", required=True, help="segment file or glob pattern (repeatable)")
+    p.add_argument("--output", required=True, help="output folder (one file per input, same name)")
+    p.add_argument("--second_return", action="store_true", help="also convert the second LiDAR returns")
 
     p = sub.add_parser("demo", help="the Table 3 demo: depth + normals, sim -> real, with and without consistency")
     p.add_argument("--workdir", default="/tmp/taskology_demo")
@@ -221,6 +226,12 @@ def cmd_export(args) -> None:
 
 
 def cmd_data(args) -> None:
+    if args.data_command == "convert-waymo":
+        from taskology_tf.data.waymo import convert_files
+
+        for path in convert_files(args.input, args.output, returns=(1, 2) if args.second_return else (1,)):
+            print(path)
+        return
     from taskology_tf.data.tfrecord import write_synthetic
 
     paths = write_synthetic(args.out_dir, style=args.style, split=args.split, num_examples=args.num_examples,

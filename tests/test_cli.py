@@ -170,3 +170,9 @@ def test_experiment_table1_reports_a_missing_source_row(tmp_path, capsys):
     assert main(["experiment", "table1", "--workdir", str(tmp_path), "--rows", "C", "--steps", "1",
                  "--no_progress"]) == 1
     assert "run row B first" in capsys.readouterr().err
+
+
+def test_data_convert_waymo_reports_missing_input(tmp_path, capsys):
+    assert main(["data", "convert-waymo", "--input", str(tmp_path / "none.tfrecord"),
+                 "--output", str(tmp_path / "out")]) == 1
+    assert "no Waymo files match" in capsys.readouterr().err

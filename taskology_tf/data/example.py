@@ -31,6 +31,7 @@ class KeySpec:
     shape: tuple[int | None, ...]
     dtype: str
     doc: str
+    frames: bool = False  # may also carry a leading frame axis n_f (LiDAR sequence examples, oldest first)
 
 
 H, W = None, None
@@ -46,9 +47,14 @@ KEYS: dict[str, KeySpec] = {
     "pose": KeySpec((4, 4), "float32", "camera-to-world transform of frame t"),
     "pose_next": KeySpec((4, 4), "float32", "camera-to-world transform of frame t+1"),
     "ego_motion": KeySpec((4, 4), "float32", "maps camera-t points to camera-(t+1) points"),
-    "points": KeySpec((None, 4), "float32", "LiDAR points x, y, z (sensor frame), intensity"),
-    "boxes": KeySpec((None, 7), "float32", "3D boxes x, y, z, length, width, height, heading"),
-    "track_ids": KeySpec((None,), "int64", "track id of each box"),
+    "points": KeySpec((None, 4), "float32", "LiDAR points x, y, z (sensor frame), intensity", frames=True),
+    "boxes": KeySpec((None, 7), "float32", "3D boxes x, y, z, length, width, height, heading", frames=True),
+    "track_ids": KeySpec((None,), "int64", "track id of each box (-1 = padding)", frames=True),
+    # Padded multi-frame LiDAR examples ([n_f, ...]; see tasks/detection.py and data/lidar_sequence.py).
+    "points_mask": KeySpec((None,), "float32", "1 = real point, 0 = padding", frames=True),
+    "box_mask": KeySpec((None,), "float32", "1 = real labelled box, 0 = padding or unlabelled frame", frames=True),
+    "labelled": KeySpec((), "float32", "1 = the frame's boxes are labels, 0 = unlabelled frame", frames=True),
+    "num_points_in_box": KeySpec((None,), "int32", "LiDAR points inside each box", frames=True),
 }
 
 # The semantic classes of the synthetic world (a Cityscapes-like subset).
@@ -90,13 +96,15 @@ def check_element_spec(
         want = KEYS[key]
         got = spec[key]
         rank = len(got.shape) - (1 if batched else 0)
-        if rank != len(want.shape):
+        with_frames = want.frames and rank == len(want.shape) + 1
+        if rank != len(want.shape) and not with_frames:
+            frames = " (or with a leading frame axis n_f)" if want.frames else ""
             raise ExampleSpecError(
                 f"{who}: key '{key}' has shape {tuple(got.shape)} but the example contract says "
-                f"{'(B, ' if batched else '('}{', '.join('?' if d is None else str(d) for d in want.shape)}) "
-                f"({want.doc})."
+                f"{'(B, ' if batched else '('}{', '.join('?' if d is None else str(d) for d in want.shape)})"
+                f"{frames} ({want.doc})."
             )
-        dims = list(got.shape)[1:] if batched else list(got.shape)
+        dims = list(got.shape)[(1 if batched else 0) + (1 if with_frames else 0):]
         for d_got, d_want in zip(dims, want.shape):
             if d_want is not None and d_got is not None and int(d_got) != d_want:
                 raise ExampleSpecError(
