@@ -57,6 +57,23 @@ class Task:
         """Supervised loss per example, [B] float32; 0 for examples whose labels are masked."""
         raise NotImplementedError
 
+    # Kinds of loss terms, for weightings that treat them differently (instance-level task parameters:
+    # l / (2 sigma^2) for regression, l / sigma^2 for classification). Term name -> kind; default regression.
+    loss_kinds: Mapping[str, str] = {}
+
+    def loss_terms(self, batch: Mapping[str, Any], predictions: Mapping[str, Any]) -> dict[str, Any]:
+        """The supervised loss split into named per-example terms (name -> [B] float32), for loss weighting.
+
+        A single-output task has one term named after itself (its ``loss``); a multi-output task (e.g. a
+        shared-encoder multi-task network) returns one term per output. ``loss`` must equal their sum
+        (or the task's fixed combination of them) so that training without a weighting is unchanged.
+        """
+        return {self.name: self.loss(batch, predictions)}
+
+    def loss_kind(self, term: str) -> str:
+        """'regression' or 'classification' for a term of ``loss_terms``."""
+        return self.loss_kinds.get(term, "regression")
+
     def make_optimizer(self) -> keras.optimizers.Optimizer:
         """The task's own optimizer with its published hyper-parameters."""
         return keras.optimizers.Adam(learning_rate=1e-3)

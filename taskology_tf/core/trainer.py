@@ -9,7 +9,9 @@ where sg(y_j) are predictions of the peers (``stop_gradient``; live, stale, or
 served). Gradients reach only the task's own weights. Steps are split into
 ``compute`` (forward, losses, gradients) and ``apply`` (optimizer update) so that
 a ``Collective`` can compute every task's gradients at the same weights before
-anyone updates: with staleness 0 this is exactly joint training.
+anyone updates: with staleness 0 this is exactly joint training. With a loss ``weighting``
+(``taskology_tf/weighting``), mean_B L_i^sup is replaced by the strategy's combination of the task's
+``loss_terms`` (per example for instance-level task parameters, keyed by the examples' ``id``).
 
 Under a ``tf.distribute`` strategy (``strategy=``, see ``core/distribute.py``) the
 network, optimizer and step counter live in the strategy's scope; every host batch
@@ -38,6 +40,7 @@ from taskology_tf.core.relation import Relation
 from taskology_tf.core.schedule import Schedule
 from taskology_tf.core.task import Task
 from taskology_tf.data.example import check_element_spec
+from taskology_tf.weighting import InstanceParameters, Weighting, make_weighting  # also registers them with gin
 
 
 log = logging.getLogger(__name__)
@@ -115,6 +118,12 @@ class TaskTrainer:
         latest checkpoint is used (the folder itself or its ``ckpt/`` subfolder, e.g. another run's
         ``<workdir>/<task>``). Only the network is restored, not the optimizer or the step. The network must
         have the same structure (same task configuration) as the one that wrote it.
+      weighting: None (the supervised loss is the task's ``loss``), or a loss weighting strategy of the task's
+        ``loss_terms`` (see ``taskology_tf/weighting``): a name for ``make_weighting`` (``'equal'``,
+        ``'uncertainty'``, ``'dwa'``, ``'gls'``, ``'gradnorm'``, ``'instance'``; its class takes its other
+        arguments from gin, e.g. ``InstanceParameters.learning_rate``) or a ``Weighting`` built with the task's
+        term names. The strategy's state is updated in ``apply`` and saved in the trainer's checkpoints;
+        ``'instance'`` keys its table on the dedicated data's ``id``. Default strategy only.
     """
 
     def __init__(
@@ -146,6 +155,7 @@ class TaskTrainer:
         strategy: str | tf.distribute.Strategy | None = None,
         frozen: bool = False,
         init_checkpoint: str | None = None,
+        weighting: Any = None,
     ):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -222,7 +232,9 @@ class TaskTrainer:
             self._distributed_apply_fn = tf.function(self._distributed_apply, reduce_retracing=True)
         self._predict_fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
 
-        self._ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step_var)
+        self.weighting = self._make_weighting(weighting, jit_compile) if weighting is not None else None
+        extra = {"weighting": self.weighting} if self.weighting is not None else {}
+        self._ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step_var, **extra)
         self._manager = None
         self._writers: dict[str, Any] = {}
         self._last_time = None
@@ -256,6 +268,47 @@ class TaskTrainer:
                 "or build it inside `strategy.scope()`."
             )
         return type(optimizer).from_config(optimizer.get_config())
+
+    def _make_weighting(self, weighting, jit_compile: bool):
+        """The ``weighting`` argument as a ``Weighting`` of the task's loss terms, checked against the data."""
+        if self.distributed:
+            raise NotImplementedError(
+                f"Task {self.name!r}: loss weighting ({weighting!r}) is implemented for the default strategy only; "
+                f"train on one device or set {self.name}/TaskTrainer.weighting = None."
+            )
+        if isinstance(weighting, str):
+            terms = self._loss_term_names()
+            weighting = make_weighting(weighting, terms, {t: self.task.loss_kind(t) for t in terms})
+        elif not isinstance(weighting, Weighting):
+            raise TypeError(f"Task {self.name!r}: weighting must be a name or a Weighting, got {_describe(weighting)}.")
+        if weighting.uses_ids:
+            if jit_compile:
+                raise ValueError(f"Task {self.name!r}: {type(weighting).__name__} uses a hash table, which XLA cannot "
+                                 "compile; set TaskTrainer.jit_compile = False.")
+            if self.dedicated is not None and "id" not in self.dedicated.element_spec:
+                raise ValueError(f"Task {self.name!r}: {type(weighting).__name__} keys on the example 'id', which the "
+                                 "dedicated data lacks; give every example a stable int64 'id'.")
+        if weighting.epoch_steps is None and self.dedicated is not None:
+            size = int(self.dedicated.cardinality())
+            if size > 0:
+                weighting.epoch_steps = max(1, math.ceil(size / self.batch_size))
+        if isinstance(weighting, InstanceParameters) and weighting.snapshot_dir is None and self.workdir:
+            weighting.snapshot_dir = os.path.join(self.workdir, "instance_parameters")  # one snapshot per epoch
+        return weighting
+
+    def _loss_term_names(self) -> tuple[str, ...]:
+        """Names of ``task.loss_terms``: the task's name, or (when the task splits its loss) traced on the data."""
+        if type(self.task).loss_terms is Task.loss_terms:
+            return (self.name,)
+        if self.dedicated is None:
+            raise ValueError(f"Task {self.name!r}: a weighting by name needs dedicated data to find the loss terms; "
+                             "pass a Weighting built with the term names instead.")
+        spec = self.dedicated.batch(2).element_spec
+
+        def terms(batch):
+            return self.task.loss_terms(batch, self.model(self.task.model_inputs(batch), training=False))
+
+        return tuple(tf.function(terms).get_concrete_function(spec).structured_outputs)
 
     # --- data ----------------------------------------------------------------------------------
     def _host_stream(self, dataset: tf.data.Dataset, global_batch: int, seed: int):
@@ -343,11 +396,15 @@ class TaskTrainer:
         under the default strategy, where every term is a plain mean).
         """
         terms = {}
-        with tf.GradientTape() as tape:
+        term_means = None
+        with tf.GradientTape(persistent=self.weighting is not None and self.weighting.persistent_tape) as tape:
             total = tf.constant(0.0, tf.float32)
             if dedicated is not None:
                 preds = self.model(self.task.model_inputs(dedicated), training=True)
-                sup = _average_loss(self.task.loss(dedicated, preds), dedicated_size)
+                if self.weighting is None:
+                    sup = _average_loss(self.task.loss(dedicated, preds), dedicated_size)
+                else:
+                    sup, term_means = self._weighted_supervised(dedicated, preds, terms)
                 terms["supervised"] = sup
                 total += sup
             if mediator is not None and self.relations:
@@ -364,11 +421,34 @@ class TaskTrainer:
                 reg = tf.nn.scale_regularization_loss(tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses]))
                 terms["regularization"] = reg
                 total += reg
-        grads = tape.gradient(total, self.model.trainable_variables)
+        if self.weighting is None:
+            grads = tape.gradient(total, self.model.trainable_variables)
+        else:
+            grads = self._weighting_gradients(tape, total, term_means)
         terms["total"] = total
         return terms, grads
 
+    def _weighted_supervised(self, dedicated, preds, terms):
+        """The weighting's combination of the task's loss terms; logs each term's mean and weight in ``terms``."""
+        losses = self.task.loss_terms(dedicated, preds)
+        means = {t: _average_loss(v) for t, v in losses.items()}
+        sup, weights = self.weighting.combine(losses, ids=dedicated.get("id"))
+        for t in losses:
+            terms[f"supervised/{t}"] = means[t]
+            terms[f"weight/{t}"] = tf.cast(weights[t], tf.float32)
+        return sup, means
+
+    def _weighting_gradients(self, tape, total, term_means):
+        """(model gradients, gradients of the weighting's variables, the weighting's extra update inputs)."""
+        variables = self.model.trainable_variables
+        grads = tape.gradient(total, variables + self.weighting.trainable_variables)
+        extra = None if term_means is None else self.weighting.update_inputs(tape, term_means, self.model)
+        return grads[:len(variables)], grads[len(variables):], extra
+
     def _apply(self, grads):
+        if self.weighting is not None:
+            grads, weighting_grads, extra = grads
+            self.weighting.apply_gradients(weighting_grads, extra)
         self.optimizer.apply(grads, self.model.trainable_variables)
         self.step_var.assign_add(1)
 
@@ -412,6 +492,8 @@ class TaskTrainer:
         """Draw data per the schedule, compute losses and gradients at the current weights.
 
         Returns (loss terms as floats, gradients), or None if the schedule has nothing to do or the task is frozen.
+        With a ``weighting`` the gradients are (the model's, the weighting's variables', its extra update inputs),
+        and the terms include each loss term's mean and weight (``supervised/<term>``, ``weight/<term>``).
         Raises NonFiniteLossError (nothing applied) when a loss is NaN/Inf.
         """
         if self.frozen:
@@ -441,7 +523,13 @@ class TaskTrainer:
                 if not use_ded:
                     return None
         if ded is not None:
-            ded = {k: ded[k] for k in tuple(self.task.input_keys) + tuple(self.task.label_keys) if k in ded}
+            keep = tuple(self.task.input_keys) + tuple(self.task.label_keys)
+            if self.weighting is not None and self.weighting.uses_ids:
+                if "id" not in ded:
+                    raise ValueError(f"Task {self.name!r}: {type(self.weighting).__name__} needs the dedicated batch's "
+                                     f"example 'id'; the batch has keys {sorted(ded)}.")
+                keep += ("id",)
+            ded = {k: ded[k] for k in keep if k in ded}
         active = {k: tf.constant(v, tf.float32) for k, v in weights.items()} if use_med else {}
         if self.distributed:
             terms, grads = self._compute_distributed(ded, med, peer_preds, active)
@@ -507,6 +595,9 @@ class TaskTrainer:
 
     def after_step(self, values: Mapping[str, float]) -> None:
         step = self.step
+        if self.weighting is not None:
+            prefix = "supervised/"
+            self.weighting.after_step(step, {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)})
         if self.summary_every and step % self.summary_every == 0 and self._writer("train") is not None:
             now = time.monotonic()
             with self._writer("train").as_default(step=step):
@@ -550,9 +641,11 @@ class TaskTrainer:
             try:
                 self._ckpt.restore(path).assert_existing_objects_matched().expect_partial()
             except (AssertionError, ValueError, tf.errors.OpError) as e:
+                hint = ("" if self.weighting is None else
+                        f" The trainer has weighting {self.weighting!r}: resume with the weighting that wrote the run.")
                 raise RuntimeError(
                     f"Task {self.name!r}: checkpoint {path} does not match the task's network ({e}). "
-                    "Use a fresh --workdir, or the same task configuration that wrote it."
+                    "Use a fresh --workdir, or the same task configuration that wrote it." + hint
                 ) from e
         return self.step
 
