@@ -154,3 +154,24 @@ class Experiment:
         result = {"step": self.train_steps, "metrics": metrics}
         write_json_atomic(os.path.join(workdir, "metrics.json"), result)
         return result
+
+
+def run_experiment_files(run_dir: str, gin_files: Sequence[str], gin_params: Sequence[str] = (),
+                         steps: int | None = None, progress: bool = True, desc: str = "collective") -> dict:
+    """One row of a paper table: parse ``gin_files`` + ``gin_params`` afresh (gin config and Keras session
+    cleared first), run the ``Experiment`` in ``run_dir`` (resuming from its checkpoints), return its result.
+
+    ``steps``: overrides ``Experiment.train_steps`` (None: the files' value). Gin is left configured, so the
+    caller can still query bindings of the row; callers running several rows clear it in the end.
+    """
+    import keras
+
+    from taskology_tf.cli import parse_gin
+
+    if steps is not None and steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}.")
+    gin.clear_config()
+    keras.backend.clear_session()
+    params = list(gin_params) + ([f"Experiment.train_steps = {int(steps)}"] if steps is not None else [])
+    parse_gin(list(gin_files), params)
+    return Experiment().run(run_dir, progress=progress, desc=desc)

@@ -117,11 +117,9 @@ def run_table1(workdir: str, steps: int | None = None, rows: str | Sequence[str]
     ``gin_params``: extra bindings for every row. Returns the path of table1.json.
     """
     import gin
-    import keras
 
-    from taskology_tf.cli import parse_gin
     from taskology_tf.core.trainer import write_json_atomic
-    from taskology_tf.experiment import Experiment
+    from taskology_tf.experiment import run_experiment_files
 
     selected = parse_rows(rows)
     if steps is not None and steps < 0:
@@ -134,16 +132,11 @@ def run_table1(workdir: str, steps: int | None = None, rows: str | Sequence[str]
     try:
         for row in selected:
             name, gin_name, _ = ROWS[row]
-            gin.clear_config()
-            keras.backend.clear_session()
-            params = [*gin_params, *init_bindings(row, workdir)]
-            if steps is not None:
-                params.append(f"Experiment.train_steps = {int(steps)}")
-            parse_gin([gin_name], params)
             run_dir = os.path.join(workdir, row)
             print(f"[{row}] {name} -> {run_dir}", flush=True)
             t0 = time.monotonic()
-            result = Experiment().run(run_dir, progress=progress, desc=f"Table 1 {row}")
+            result = run_experiment_files(run_dir, [gin_name], [*gin_params, *init_bindings(row, workdir)], steps,
+                                          progress=progress, desc=f"Table 1 {row}")
             print(f"[{row}] done in {time.monotonic() - t0:.0f} s", flush=True)
             table.append(table_row(row, result))
     finally:
