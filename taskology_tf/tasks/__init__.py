@@ -4,5 +4,6 @@ from taskology_tf.tasks.depth import DepthTask
 from taskology_tf.tasks.motion import MotionTask
 from taskology_tf.tasks.normals import NormalsTask
 from taskology_tf.tasks.segmentation import SegmentationTask
+from taskology_tf.tasks.xtasc import XTasCTask
 
-__all__ = ["DepthTask", "MotionTask", "NormalsTask", "SegmentationTask"]
+__all__ = ["DepthTask", "MotionTask", "NormalsTask", "SegmentationTask", "XTasCTask"]
