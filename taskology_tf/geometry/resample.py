@@ -68,7 +68,7 @@ def bilinear_sample(image, coords, padding: str = "zeros"):
     width_i = ops.cast(width, "int32")
     height_i = ops.cast(height, "int32")
     flat = ops.reshape(image, (-1, channels))  # [B*H*W, C]
-    offset = ops.arange(ops.cast(batch, "int32"), dtype="int32") * (height_i * width_i)
+    offset = ops.arange(batch, dtype="int32") * (height_i * width_i)
     offset = offset[:, None, None]  # [B, 1, 1]
 
     def corner(du: int, dv: int, weight):
