@@ -6,4 +6,7 @@ from taskology_tf.relations.depth_motion_segmentation import depth_motion_segmen
 from taskology_tf.relations.depth_normals import depth_normals, depth_normals_loss
 from taskology_tf.relations.task_transfer import task_transfer, task_transfer_loss
 
-__all__ = ["depth_motion", "depth_motion_loss", "depth_motion_segmentation", "video_consistency_loss", "depth_normals", "depth_normals_loss"]
+__all__ = [
+    "box_flow", "box_flow_loss", "depth_motion", "depth_motion_loss", "depth_motion_segmentation",
+    "video_consistency_loss", "depth_normals", "depth_normals_loss", "task_transfer", "task_transfer_loss",
+]
