@@ -143,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", default="ABCDE", help="rows to run, e.g. ABCDE or BC (always run in the paper's order)")
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
     p.add_argument("--no_progress", action="store_true")
+
+    p = sub.add_parser("ilt", help="instance-level task parameters vs other loss weightings with corrupt labels "
+                       "(MT-Net on the synthetic world); prints metrics and corrupt-label detection (resumes)")
+    p.add_argument("--workdir", default="/tmp/taskology_ilt")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the experiment files')")
+    p.add_argument("--noise", default="seg40,depth40", help="noise settings among clean, seg40, depth40")
+    p.add_argument("--weightings", default="equal,instance",
+                   help="among equal, uncertainty, dwa, gls, gradnorm, instance")
+    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every run")
+    p.add_argument("--no_progress", action="store_true")
     return parser
 
 
@@ -265,6 +275,7 @@ EXPERIMENTS = {
     "table1": ("table1", "Sec. 4.1 / Table 1: depth, motion and segmentation, rows A-E"),
     "table3": ("demo", "Sec. 4.3 / Table 3: depth and normals, sim -> real, with and without consistency"),
     "staleness": ("staleness", "Sec. 4.4 / Fig. 5: unsupervised depth + ego-motion with stale peers"),
+    "ilt": ("ilt", "instance-level task parameters (Vasu et al.): weightings with corrupt labels, Table 7 detection"),
 }
 
 
@@ -319,6 +330,11 @@ def _run(args) -> int:
                      gin_params=args.gin_param)
         elif args.command == "staleness":
             cmd_staleness(args)
+        elif args.command == "ilt":
+            from taskology_tf.ilt import run_ilt
+
+            run_ilt(args.workdir, noise=args.noise, weightings=args.weightings, steps=args.steps,
+                    gin_params=args.gin_param, progress=not args.no_progress)
         elif args.command == "table1":
             from taskology_tf.table1 import run_table1
 

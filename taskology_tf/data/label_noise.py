@@ -184,7 +184,7 @@ def maybe_corrupt(labels, example_id: int, threshold: float, seed: int, kind: st
 
 @gin.configurable("corrupt_labels")
 def corrupt_labels(dataset, key: str, fraction: float, seed: int, kind: str | None = None, *,
-                   ids: Iterable[int] | None = None, num_classes: int | None = None, low: float = 0.0,
+                   ids: Iterable[int] | str | None = None, num_classes: int | None = None, low: float = 0.0,
                    high: float = 0.2, among: str = "present", derangement: bool = True,
                    flag_key: str | None = "", num_parallel_calls: int | None = None):
     """Corrupt the ``key`` labels of a fixed subset of an unbatched dataset of example dicts.
@@ -197,7 +197,8 @@ def corrupt_labels(dataset, key: str, fraction: float, seed: int, kind: str | No
       kind: "permutation" or "uniform"; default by key (segmentation -> permutation, depth -> uniform).
       ids: all ids of the dataset (e.g. from the reader's file listing): the exact
         ``round(fraction * len(ids))`` of them are corrupted. None: each id independently with
-        probability ``fraction``.
+        probability ``fraction``. ``"dataset"``: read all ids from ``dataset`` itself (one pass over its
+        ``id`` key; the dataset must be finite), then as for a list.
       num_classes, among, derangement: for "permutation" (``permute_labels``).
       low, high: the uniform noise range for "uniform", in the units of ``key``.
       flag_key: name of the added bool scalar key telling whether the example is corrupt; "" means
@@ -228,6 +229,12 @@ def corrupt_labels(dataset, key: str, fraction: float, seed: int, kind: str | No
     flag_key = f"corrupt_{key}" if flag_key == "" else flag_key
     if flag_key is not None and flag_key in spec:
         raise ValueError(f"the dataset already has a key {flag_key!r}; pass another flag_key.")
+    if isinstance(ids, str):
+        if ids != "dataset":
+            raise ValueError(f"ids must be a list of example ids, 'dataset' or None, got {ids!r}.")
+        if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+            raise ValueError("corrupt_labels(ids='dataset') needs a finite dataset (corrupt before repeat()).")
+        ids = [int(i) for i in dataset.map(lambda e: e["id"]).as_numpy_iterator()]
     threshold = fraction if ids is None else selection_threshold(ids, fraction, seed)
     label_spec = spec[key]
     params = dict(num_classes=num_classes, low=low, high=high, among=among, derangement=derangement)

@@ -136,3 +136,17 @@ def test_tf_data_transform_matches_numpy_and_is_the_same_every_epoch():
         label_noise.corrupt_labels(ds, "normals", 0.4, seed=0, kind="uniform")
     with pytest.raises(ValueError, match="already has a key"):
         label_noise.corrupt_labels(noisy, "depth", 0.4, seed=0)
+
+
+def test_ids_read_from_the_dataset_give_the_exact_fraction():
+    import tensorflow as tf
+
+    ids = np.arange(50, dtype=np.int64) * 7919 + 3
+    ds = tf.data.Dataset.from_tensor_slices({"id": ids, "depth": np.ones((50, 2, 2, 1), np.float32)})
+    noisy = label_noise.corrupt_labels(ds, "depth", 0.4, seed=3, ids="dataset")
+    flagged = {int(e["id"]) for e in noisy.as_numpy_iterator() if e["corrupt_depth"]}
+    assert flagged == label_noise.corrupt_id_set(ids, 0.4, seed=3) and len(flagged) == 20
+    with pytest.raises(ValueError, match="finite dataset"):
+        label_noise.corrupt_labels(ds.repeat(), "depth", 0.4, seed=3, ids="dataset")
+    with pytest.raises(ValueError, match="'dataset' or None"):
+        label_noise.corrupt_labels(ds, "depth", 0.4, seed=3, ids="all")
