@@ -1,11 +1,13 @@
-"""Shared parts of the dense (per-pixel) image tasks: image-size checks and picture panels."""
+"""Shared parts of the dense (per-pixel) image tasks: image-size checks, picture panels, label colours."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import colorsys
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from taskology_tf.data.example import IGNORE_LABEL
 from taskology_tf.models.unet import check_image_size
 
 
@@ -59,3 +61,35 @@ def side_by_side(*panels: np.ndarray) -> np.ndarray:
 
 def image_to_float(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) / 255.0
+
+
+# Cityscapes colours for the classes of the example contract; other classes get generated hues.
+_NAMED_COLOURS = {
+    "road": (128, 64, 128), "sidewalk": (244, 35, 232), "building": (70, 70, 70), "wall": (102, 102, 156),
+    "fence": (190, 153, 153), "pole": (153, 153, 153), "traffic light": (250, 170, 30), "traffic sign": (220, 220, 0),
+    "vegetation": (107, 142, 35), "terrain": (152, 251, 152), "sky": (70, 130, 180), "person": (220, 20, 60),
+    "pedestrian": (220, 20, 60), "rider": (255, 0, 0), "car": (0, 0, 142), "truck": (0, 0, 70), "bus": (0, 60, 100),
+    "train": (0, 80, 100), "motorcycle": (0, 0, 230), "bicycle": (119, 11, 32),
+}
+
+
+def label_palette(class_names: Sequence[str]) -> np.ndarray:
+    """[C, 3] float32 colours in [0, 1]: Cityscapes colours for known names, spread hues otherwise."""
+    colours = []
+    for i, name in enumerate(class_names):
+        if name in _NAMED_COLOURS:
+            colours.append(np.asarray(_NAMED_COLOURS[name], np.float32) / 255.0)
+        else:
+            hue = (i * 0.618033988749895) % 1.0  # golden-ratio steps keep neighbours apart
+            colours.append(np.asarray(colorsys.hsv_to_rgb(hue, 0.65, 0.9), np.float32))
+    return np.stack(colours).astype(np.float32)
+
+
+def colorize_labels(labels: np.ndarray, class_names: Sequence[str], ignore_label: int = IGNORE_LABEL) -> np.ndarray:
+    """int labels [B, H, W, 1] or [B, H, W] -> [B, H, W, 3] in [0, 1]; ignored or unknown ids black."""
+    labels = np.asarray(labels)
+    if labels.ndim == 4:
+        labels = labels[..., 0]
+    palette = np.concatenate([label_palette(class_names), np.zeros((1, 3), np.float32)])
+    index = np.where((labels >= 0) & (labels < len(class_names)) & (labels != ignore_label), labels, len(class_names))
+    return palette[index]

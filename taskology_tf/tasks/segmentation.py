@@ -9,7 +9,6 @@ this task as a peer.
 
 from __future__ import annotations
 
-import colorsys
 from typing import Sequence
 
 import gin
@@ -23,7 +22,7 @@ from taskology_tf.data.example import CLASS_NAMES, IGNORE_LABEL, MOVABLE_CLASSES
 from taskology_tf.metrics.segmentation import SegmentationMetrics
 from taskology_tf.models.nasfpn import SIZE_MULTIPLE, build_segmentation_model, check_image_size
 from taskology_tf.models.unet import build_frame_pair_model
-from taskology_tf.tasks.dense import frame_keys, image_to_float, side_by_side
+from taskology_tf.tasks.dense import colorize_labels, frame_keys, image_to_float, label_palette, side_by_side  # noqa: F401
 
 
 def segmentation_cross_entropy(logits, labels, ignore_label: int = IGNORE_LABEL):
@@ -64,38 +63,6 @@ def movable_mask(logits, movable_ids: Sequence[int]):
     ids = ops.convert_to_tensor(np.asarray(movable_ids, np.int32))
     mask = ops.any(ops.equal(classes, ids), axis=-1, keepdims=True)
     return ops.stop_gradient(ops.cast(mask, "float32"))
-
-
-# Cityscapes colours for the classes of the example contract; other classes get generated hues.
-_NAMED_COLOURS = {
-    "road": (128, 64, 128), "sidewalk": (244, 35, 232), "building": (70, 70, 70), "wall": (102, 102, 156),
-    "fence": (190, 153, 153), "pole": (153, 153, 153), "traffic light": (250, 170, 30), "traffic sign": (220, 220, 0),
-    "vegetation": (107, 142, 35), "terrain": (152, 251, 152), "sky": (70, 130, 180), "person": (220, 20, 60),
-    "pedestrian": (220, 20, 60), "rider": (255, 0, 0), "car": (0, 0, 142), "truck": (0, 0, 70), "bus": (0, 60, 100),
-    "train": (0, 80, 100), "motorcycle": (0, 0, 230), "bicycle": (119, 11, 32),
-}
-
-
-def label_palette(class_names: Sequence[str]) -> np.ndarray:
-    """[C, 3] float32 colours in [0, 1]: Cityscapes colours for known names, spread hues otherwise."""
-    colours = []
-    for i, name in enumerate(class_names):
-        if name in _NAMED_COLOURS:
-            colours.append(np.asarray(_NAMED_COLOURS[name], np.float32) / 255.0)
-        else:
-            hue = (i * 0.618033988749895) % 1.0  # golden-ratio steps keep neighbours apart
-            colours.append(np.asarray(colorsys.hsv_to_rgb(hue, 0.65, 0.9), np.float32))
-    return np.stack(colours).astype(np.float32)
-
-
-def colorize_labels(labels: np.ndarray, class_names: Sequence[str], ignore_label: int = IGNORE_LABEL) -> np.ndarray:
-    """int labels [B, H, W, 1] or [B, H, W] -> [B, H, W, 3] in [0, 1]; ignored or unknown ids black."""
-    labels = np.asarray(labels)
-    if labels.ndim == 4:
-        labels = labels[..., 0]
-    palette = np.concatenate([label_palette(class_names), np.zeros((1, 3), np.float32)])
-    index = np.where((labels >= 0) & (labels < len(class_names)) & (labels != ignore_label), labels, len(class_names))
-    return palette[index]
 
 
 @register_task("segmentation")

@@ -54,8 +54,7 @@ from taskology_tf.data.example import CLASS_NAMES, IGNORE_LABEL, MOVABLE_CLASSES
 from taskology_tf.metrics.accumulate import DepthMetrics
 from taskology_tf.metrics.segmentation import SegmentationMetrics
 from taskology_tf.models.xtasc import VARIANTS, build_xtasc_model, load_ttnet_weights, variant_outputs
-from taskology_tf.tasks.dense import check_image_spec, colorize_depth, image_to_float, side_by_side
-from taskology_tf.tasks.segmentation import colorize_labels
+from taskology_tf.tasks.dense import check_image_spec, colorize_depth, colorize_labels, image_to_float, side_by_side
 
 DEPTH_TARGETS = ("depth", "inverse")
 CONSISTENCY_MASKS = ("labels", "none")
