@@ -144,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
     p.add_argument("--no_progress", action="store_true")
 
+    p = sub.add_parser("xtasc", help="XTasC Table I: Base ST-Net, Base MT-Net, Align-Net, XTasC-Net on segmentation "
+                       "+ depth with Delta_m over the ST-Nets; prints the table (resumes)")
+    p.add_argument("--workdir", default="/tmp/taskology_xtasc")
+    p.add_argument("--steps", type=int, default=None, help="training steps per row (default: the experiment files')")
+    p.add_argument("--rows", default="all", help="rows to run, e.g. all, st,xtasc or mt,align "
+                   "(st_segmentation, st_depth, mt, align, xtasc; always run in this order)")
+    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
+    p.add_argument("--no_progress", action="store_true")
+
     p = sub.add_parser("ilt", help="instance-level task parameters vs other loss weightings with corrupt labels "
                        "(MT-Net on the synthetic world); prints metrics and corrupt-label detection (resumes)")
     p.add_argument("--workdir", default="/tmp/taskology_ilt")
@@ -275,6 +284,7 @@ EXPERIMENTS = {
     "table1": ("table1", "Sec. 4.1 / Table 1: depth, motion and segmentation, rows A-E"),
     "table3": ("demo", "Sec. 4.3 / Table 3: depth and normals, sim -> real, with and without consistency"),
     "staleness": ("staleness", "Sec. 4.4 / Fig. 5: unsupervised depth + ego-motion with stale peers"),
+    "xtasc": ("xtasc", "XTasC Table I: ST-, MT-, Align- and XTasC-Net, segmentation + depth, Delta_m"),
     "ilt": ("ilt", "instance-level task parameters (Vasu et al.): weightings with corrupt labels, Table 7 detection"),
 }
 
@@ -330,6 +340,11 @@ def _run(args) -> int:
                      gin_params=args.gin_param)
         elif args.command == "staleness":
             cmd_staleness(args)
+        elif args.command == "xtasc":
+            from taskology_tf.xtasc_table import run_xtasc_table
+
+            run_xtasc_table(args.workdir, steps=args.steps, rows=args.rows, gin_params=args.gin_param,
+                            progress=not args.no_progress)
         elif args.command == "ilt":
             from taskology_tf.ilt import run_ilt
 
