@@ -144,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
     p.add_argument("--no_progress", action="store_true")
 
+    p = sub.add_parser("table2", help="Sec. 4.2 / Table 2: 3D vehicle detection with box flow, 5/20/100 %% labels, "
+                       "without and with the box-flow consistency; prints the table (resumes)")
+    p.add_argument("--workdir", default="/tmp/taskology_table2")
+    p.add_argument("--steps", type=int, default=None, help="training steps per row (default: the experiment files')")
+    p.add_argument("--rows", default="all", help="rows to run, e.g. 5b,5c,20b,20c,100b,100c (label %% then b = no "
+                   "consistency, c = with it), 5 for both rows of 5 %%, or all; always run in the paper's order")
+    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
+    p.add_argument("--no_progress", action="store_true")
+
     p = sub.add_parser("xtasc", help="XTasC Table I: Base ST-Net, Base MT-Net, Align-Net, XTasC-Net on segmentation "
                        "+ depth with Delta_m over the ST-Nets; prints the table (resumes)")
     p.add_argument("--workdir", default="/tmp/taskology_xtasc")
@@ -282,6 +291,7 @@ def _print_metrics(metrics) -> None:
 # `taskology experiment NAME ...`: the paper's experiments by name -> the subcommand that runs them.
 EXPERIMENTS = {
     "table1": ("table1", "Sec. 4.1 / Table 1: depth, motion and segmentation, rows A-E"),
+    "table2": ("table2", "Sec. 4.2 / Table 2: 3D vehicle detection with box flow, 5/20/100 % labels, +- consistency"),
     "table3": ("demo", "Sec. 4.3 / Table 3: depth and normals, sim -> real, with and without consistency"),
     "staleness": ("staleness", "Sec. 4.4 / Fig. 5: unsupervised depth + ego-motion with stale peers"),
     "xtasc": ("xtasc", "XTasC Table I: ST-, MT-, Align- and XTasC-Net, segmentation + depth, Delta_m"),
@@ -340,6 +350,11 @@ def _run(args) -> int:
                      gin_params=args.gin_param)
         elif args.command == "staleness":
             cmd_staleness(args)
+        elif args.command == "table2":
+            from taskology_tf.table2 import run_table2
+
+            run_table2(args.workdir, steps=args.steps, rows=args.rows, gin_params=args.gin_param,
+                       progress=not args.no_progress)
         elif args.command == "xtasc":
             from taskology_tf.xtasc_table import run_xtasc_table
 
