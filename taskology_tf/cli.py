@@ -136,42 +136,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every run")
     p.add_argument("--no_progress", action="store_true")
 
-    p = sub.add_parser("table1", help="Sec. 4.1 / Table 1: depth, motion and segmentation, rows A-E in order "
-                       "(C starts from B's segmentation, D from C's depth and motion); prints the table (resumes)")
-    p.add_argument("--workdir", default="/tmp/taskology_table1")
-    p.add_argument("--steps", type=int, default=None, help="training steps per row (default: the experiment files')")
-    p.add_argument("--rows", default="ABCDE", help="rows to run, e.g. ABCDE or BC (always run in the paper's order)")
-    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
-    p.add_argument("--no_progress", action="store_true")
-
-    p = sub.add_parser("table2", help="Sec. 4.2 / Table 2: 3D vehicle detection with box flow, 5/20/100 %% labels, "
-                       "without and with the box-flow consistency; prints the table (resumes)")
-    p.add_argument("--workdir", default="/tmp/taskology_table2")
-    p.add_argument("--steps", type=int, default=None, help="training steps per row (default: the experiment files')")
-    p.add_argument("--rows", default="all", help="rows to run, e.g. 5b,5c,20b,20c,100b,100c (label %% then b = no "
-                   "consistency, c = with it), 5 for both rows of 5 %%, or all; always run in the paper's order")
-    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
-    p.add_argument("--no_progress", action="store_true")
-
-    p = sub.add_parser("xtasc", help="XTasC Table I: Base ST-Net, Base MT-Net, Align-Net, XTasC-Net on segmentation "
-                       "+ depth with Delta_m over the ST-Nets; prints the table (resumes)")
-    p.add_argument("--workdir", default="/tmp/taskology_xtasc")
-    p.add_argument("--steps", type=int, default=None, help="training steps per row (default: the experiment files')")
-    p.add_argument("--rows", default="all", help="rows to run, e.g. all, st,xtasc or mt,align "
-                   "(st_segmentation, st_depth, mt, align, xtasc; always run in this order)")
-    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
-    p.add_argument("--no_progress", action="store_true")
-
-    p = sub.add_parser("ilt", help="instance-level task parameters vs other loss weightings with corrupt labels "
-                       "(MT-Net on the synthetic world); prints metrics and corrupt-label detection (resumes)")
-    p.add_argument("--workdir", default="/tmp/taskology_ilt")
-    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the experiment files')")
+    _table_parser(sub, "table1", "Sec. 4.1 / Table 1: depth, motion and segmentation, rows A-E in order "
+                  "(C starts from B's segmentation, D from C's depth and motion)", "ABCDE",
+                  "rows to run, e.g. ABCDE or BC (always run in the paper's order)")
+    _table_parser(sub, "table2", "Sec. 4.2 / Table 2: 3D vehicle detection with box flow, 5/20/100 %% labels, "
+                  "without and with the box-flow consistency", "all",
+                  "rows to run, e.g. 5b,5c,20b,20c,100b,100c (label %% then b = no consistency, c = with it), "
+                  "5 for both rows of 5 %%, or all; always run in the paper's order")
+    _table_parser(sub, "xtasc", "XTasC Table I: Base ST-Net, Base MT-Net, Align-Net, XTasC-Net on segmentation "
+                  "+ depth with Delta_m over the ST-Nets", "all",
+                  "rows to run, e.g. all, st,xtasc or mt,align (st_segmentation, st_depth, mt, align, xtasc; "
+                  "always run in this order)")
+    p = _table_parser(sub, "ilt", "instance-level task parameters vs other loss weightings with corrupt labels "
+                      "(MT-Net on the synthetic world), with corrupt-label detection", None, None)
     p.add_argument("--noise", default="seg40,depth40", help="noise settings among clean, seg40, depth40")
     p.add_argument("--weightings", default="equal,instance",
                    help="among equal, uncertainty, dwa, gls, gradnorm, instance")
-    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every run")
-    p.add_argument("--no_progress", action="store_true")
     return parser
+
+
+def _table_parser(sub, name: str, doc: str, rows_default: str | None, rows_help: str | None):
+    """The subcommand of a paper table: --workdir, --steps, [--rows], --gin_param, --no_progress."""
+    p = sub.add_parser(name, help=f"{doc}; prints the table (resumes)")
+    p.add_argument("--workdir", default=f"/tmp/taskology_{name}")
+    p.add_argument("--steps", type=int, default=None, help="training steps per row (default: the experiment files')")
+    if rows_default is not None:
+        p.add_argument("--rows", default=rows_default, help=rows_help)
+    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
+    p.add_argument("--no_progress", action="store_true")
+    return p
 
 
 def cmd_train(args) -> None:

@@ -175,3 +175,46 @@ def run_experiment_files(run_dir: str, gin_files: Sequence[str], gin_params: Seq
     params = list(gin_params) + ([f"Experiment.train_steps = {int(steps)}"] if steps is not None else [])
     parse_gin(list(gin_files), params)
     return Experiment().run(run_dir, progress=progress, desc=desc)
+
+
+def run_rows(workdir: str, rows, row_fn, steps: int | None = None, gin_params: Sequence[str] = (),
+             progress: bool = True, desc: str = "") -> list:
+    """Run the rows of a paper table in order, each in ``<workdir>/<key>`` (resuming), timing and logging them.
+
+    ``rows``: (key, label, gin files, extra bindings) per row. ``row_fn(key, result)`` turns a row's result
+    into its table entry while the row's gin configuration is still in place (e.g. to query a binding).
+    Returns the entries; gin is cleared in the end.
+    """
+    import time
+
+    if steps is not None and steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}.")
+    os.makedirs(workdir, exist_ok=True)
+    entries = []
+    try:
+        for key, label, gin_files, params in rows:
+            run_dir = os.path.join(workdir, key)
+            print(f"[{key}] {label} -> {run_dir}", flush=True)
+            t0 = time.monotonic()
+            result = run_experiment_files(run_dir, gin_files, [*gin_params, *params], steps, progress=progress,
+                                          desc=f"{desc} {key}".strip())
+            entries.append(row_fn(key, result))
+            print(f"[{key}] done in {time.monotonic() - t0:.0f} s", flush=True)
+    finally:
+        gin.clear_config()
+    return entries
+
+
+def publish_table(workdir: str, name: str, table, title: str, text: str, seconds: float) -> str:
+    """Write ``table`` to ``<workdir>/<name>.json`` atomically and print the title, the formatted ``text``,
+    the time taken and the json's path (last, for scripts). Returns the path."""
+    from taskology_tf.core.trainer import write_json_atomic
+
+    path = os.path.join(workdir, f"{name}.json")
+    write_json_atomic(path, table)
+    print()
+    print(title)
+    print(text)
+    print(f"\n({seconds:.0f} s; TensorBoard: tensorboard --logdir {workdir})")
+    print(path)
+    return path

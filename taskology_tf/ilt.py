@@ -104,42 +104,30 @@ def run_ilt(workdir: str, noise: str | Sequence[str] = "seg40,depth40", weightin
     """Train and evaluate every (noise, weighting) run, print the table, write ilt.json; returns its path."""
     import gin
 
-    from taskology_tf.core.trainer import write_json_atomic
-    from taskology_tf.experiment import run_experiment_files
+    from taskology_tf.experiment import publish_table, run_rows
 
     settings = parse_list(noise, list(NOISE), "noise")
     strategies = parse_list(weightings, WEIGHTINGS, "weightings")
-    os.makedirs(workdir, exist_ok=True)
-    rows = []
+    runs = {f"{s}_{w}": (s, w) for s in settings for w in strategies}
+
+    def row(key, result):
+        setting, weighting = runs[key]
+        corrupted = NOISE[setting][1]
+        metrics = result["metrics"][TASK]
+        entry = {"noise": setting, "weighting": weighting, "corrupted": corrupted, "steps": result["step"],
+                 **{m: _finite(metrics.get(m)) for m in METRICS},
+                 "metrics": {k: _finite(v) for k, v in metrics.items()}, "detection": None}
+        fraction = float(gin.query_parameter("noisy_train/corrupt_labels.fraction"))
+        if weighting == "instance" and corrupted and fraction > 0:
+            seed = int(gin.query_parameter("noisy_train/corrupt_labels.seed"))
+            entry["detection"] = detection_summary(os.path.join(workdir, key), corrupted, fraction, seed)
+        return entry
+
     start = time.monotonic()
-    try:
-        for setting in settings:
-            gin_file, corrupted = NOISE[setting]
-            for weighting in strategies:
-                run_dir = os.path.join(workdir, f"{setting}_{weighting}")
-                print(f"[{setting} / {weighting}] -> {run_dir}", flush=True)
-                t0 = time.monotonic()
-                result = run_experiment_files(
-                    run_dir, [gin_file], [*gin_params, f"{TASK}/TaskTrainer.weighting = {weighting!r}"], steps,
-                    progress=progress, desc=f"{setting} {weighting}")
-                metrics = result["metrics"][TASK]
-                row = {"noise": setting, "weighting": weighting, "corrupted": corrupted, "steps": result["step"],
-                       **{m: _finite(metrics.get(m)) for m in METRICS},
-                       "metrics": {k: _finite(v) for k, v in metrics.items()}, "detection": None}
-                fraction = float(gin.query_parameter("noisy_train/corrupt_labels.fraction"))
-                if weighting == "instance" and corrupted and fraction > 0:
-                    seed = int(gin.query_parameter("noisy_train/corrupt_labels.seed"))
-                    row["detection"] = detection_summary(run_dir, corrupted, fraction, seed)
-                print(f"[{setting} / {weighting}] done in {time.monotonic() - t0:.0f} s", flush=True)
-                rows.append(row)
-    finally:
-        gin.clear_config()
-    path = os.path.join(workdir, "ilt.json")
-    write_json_atomic(path, rows)
-    print()
-    print("Loss weightings with corrupt labels (synthetic world, MT-Net: segmentation + depth; metrics on held-out "
-          "clean labels; detection: share of the corrupt examples in the top k% by the corrupted task's log sigma^2)")
-    print(format_table(rows))
-    print(f"\n({time.monotonic() - start:.0f} s; TensorBoard: tensorboard --logdir {workdir})")
-    print(path)
-    return path
+    rows = run_rows(workdir, [(key, f"{s} / {w}", [NOISE[s][0]], [f"{TASK}/TaskTrainer.weighting = {w!r}"])
+                              for key, (s, w) in runs.items()], row, steps, gin_params, progress, desc="ILT")
+    return publish_table(
+        workdir, "ilt", rows,
+        "Loss weightings with corrupt labels (synthetic world, MT-Net: segmentation + depth; metrics on held-out "
+        "clean labels; detection: share of the corrupt examples in the top k% by the corrupted task's log sigma^2)",
+        format_table(rows), time.monotonic() - start)

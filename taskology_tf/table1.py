@@ -116,37 +116,16 @@ def run_table1(workdir: str, steps: int | None = None, rows: str | Sequence[str]
     ``steps``: training steps of every row (None: the experiment files' ``Experiment.train_steps``).
     ``gin_params``: extra bindings for every row. Returns the path of table1.json.
     """
-    import gin
-
-    from taskology_tf.core.trainer import write_json_atomic
-    from taskology_tf.experiment import run_experiment_files
+    from taskology_tf.experiment import publish_table, run_rows
 
     selected = parse_rows(rows)
-    if steps is not None and steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}.")
     for row in selected:
         _check_sources(row, workdir, selected[:selected.index(row)])
-    os.makedirs(workdir, exist_ok=True)
-    table = []
     start = time.monotonic()
-    try:
-        for row in selected:
-            name, gin_name, _ = ROWS[row]
-            run_dir = os.path.join(workdir, row)
-            print(f"[{row}] {name} -> {run_dir}", flush=True)
-            t0 = time.monotonic()
-            result = run_experiment_files(run_dir, [gin_name], [*gin_params, *init_bindings(row, workdir)], steps,
-                                          progress=progress, desc=f"Table 1 {row}")
-            print(f"[{row}] done in {time.monotonic() - t0:.0f} s", flush=True)
-            table.append(table_row(row, result))
-    finally:
-        gin.clear_config()
-    path = os.path.join(workdir, "table1.json")
-    write_json_atomic(path, table)
-    print()
-    print("Table 1 (synthetic world): segmentation labels from the 'coco' style, unlabelled 'sim' video as "
-          "mediator, evaluation on held-out 'sim' frames (mIoU on the movable classes, as in the paper)")
-    print(format_table(table))
-    print(f"\n({time.monotonic() - start:.0f} s; TensorBoard: tensorboard --logdir {workdir})")
-    print(path)
-    return path
+    table = run_rows(workdir, [(row, ROWS[row][0], [ROWS[row][1]], init_bindings(row, workdir)) for row in selected],
+                     table_row, steps, gin_params, progress, desc="Table 1")
+    return publish_table(
+        workdir, "table1", table,
+        "Table 1 (synthetic world): segmentation labels from the 'coco' style, unlabelled 'sim' video as "
+        "mediator, evaluation on held-out 'sim' frames (mIoU on the movable classes, as in the paper)",
+        format_table(table), time.monotonic() - start)

@@ -14,7 +14,6 @@ next to the paper's numbers, and writes the rows to ``<workdir>/table2.json`` (m
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from typing import Sequence
@@ -121,35 +120,14 @@ def run_table2(workdir: str, steps: int | None = None, rows: str | Sequence[str]
     ``rows``: see ``parse_rows``. ``gin_params``: extra bindings for every row. Rows resume from the
     checkpoints in ``<workdir>/<row>`` (a finished row is only evaluated again). Returns the json's path.
     """
-    import gin
-
-    from taskology_tf.core.trainer import write_json_atomic
-    from taskology_tf.experiment import run_experiment_files
+    from taskology_tf.experiment import publish_table, run_rows
 
     selected = parse_rows(rows)
-    if steps is not None and steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}.")
-    os.makedirs(workdir, exist_ok=True)
-    table = []
     start = time.monotonic()
-    try:
-        for row in selected:
-            run_dir = os.path.join(workdir, row)
-            print(f"[{row}] {METHODS[row[-1]]}, {row[:-1]}% labels -> {run_dir}", flush=True)
-            t0 = time.monotonic()
-            result = run_experiment_files(run_dir, [experiment_file(row)], list(gin_params), steps,
-                                          progress=progress, desc=f"Table 2 {row}")
-            print(f"[{row}] done in {time.monotonic() - t0:.0f} s", flush=True)
-            table.append(table_row(row, result))
-    finally:
-        gin.clear_config()
-    path = os.path.join(workdir, "table2.json")
-    write_json_atomic(path, table)
-    print()
-    print("Table 2 (synthetic LiDAR world): vehicles, n_f = 3 frames 0.5 s apart; labels kept on a fraction of the "
-          "frames; consistency rows add box flow on the same sequences unlabelled; evaluation on held-out sequences "
-          "(current frame, IoU 0.7)")
-    print(format_table(table))
-    print(f"\n({time.monotonic() - start:.0f} s; TensorBoard: tensorboard --logdir {workdir})")
-    print(path)
-    return path
+    table = run_rows(workdir, [(row, f"{METHODS[row[-1]]}, {row[:-1]}% labels", [experiment_file(row)], [])
+                               for row in selected], table_row, steps, gin_params, progress, desc="Table 2")
+    return publish_table(
+        workdir, "table2", table,
+        "Table 2 (synthetic LiDAR world): vehicles, n_f = 3 frames 0.5 s apart; labels kept on a fraction of the "
+        "frames; consistency rows add box flow on the same sequences unlabelled; evaluation on held-out sequences "
+        "(current frame, IoU 0.7)", format_table(table), time.monotonic() - start)

@@ -217,37 +217,16 @@ def run_xtasc_table(workdir: str, steps: int | None = None, rows: str | Sequence
     ``steps``: training steps of every row (None: the experiment files' ``Experiment.train_steps``).
     ``rows``: names of ``ROW_ORDER`` (``parse_rows``). ``gin_params``: extra bindings for every row.
     """
-    import gin
-
-    from taskology_tf.core.trainer import write_json_atomic
-    from taskology_tf.experiment import run_experiment_files
+    from taskology_tf.experiment import publish_table, run_rows
 
     selected = parse_rows(rows)
-    if steps is not None and steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}.")
-    os.makedirs(workdir, exist_ok=True)
-    done = []
     start = time.monotonic()
-    try:
-        for row in selected:
-            name, gin_name = ROWS[row]
-            run_dir = os.path.join(workdir, row)
-            print(f"[{row}] {name} -> {run_dir}", flush=True)
-            t0 = time.monotonic()
-            result = run_experiment_files(run_dir, [gin_name], list(gin_params), steps, progress=progress,
-                                          desc=f"XTasC {row}")
-            params = _trainable_params()
-            print(f"[{row}] done in {time.monotonic() - t0:.0f} s", flush=True)
-            done.append(table_row(row, result, params))
-    finally:
-        gin.clear_config()
+    done = run_rows(workdir, [(row, ROWS[row][0], [ROWS[row][1]], []) for row in selected],
+                    lambda row, result: table_row(row, result, _trainable_params()), steps, gin_params, progress,
+                    desc="XTasC")
     table = build_table(done, _earlier_st_rows(workdir, selected))
-    path = os.path.join(workdir, "xtasc_table.json")
-    write_json_atomic(path, table)
-    print()
-    print("XTasC Table I (synthetic world): clean labelled 'sim' frames, evaluation on held-out 'sim' frames; "
-          "mIoU, Pix Acc, Rel Err in %, Abs Err of the inverse depth [1/m], Delta_m in % over the Base ST-Net")
-    print(format_table(table))
-    print(f"\n({time.monotonic() - start:.0f} s; TensorBoard: tensorboard --logdir {workdir})")
-    print(path)
-    return path
+    return publish_table(
+        workdir, "xtasc_table", table,
+        "XTasC Table I (synthetic world): clean labelled 'sim' frames, evaluation on held-out 'sim' frames; "
+        "mIoU, Pix Acc, Rel Err in %, Abs Err of the inverse depth [1/m], Delta_m in % over the Base ST-Net",
+        format_table(table), time.monotonic() - start)

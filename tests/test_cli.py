@@ -68,7 +68,7 @@ def test_unknown_task(tmp_path, capsys):
     code = main(["train", "--gin_file", "table3_baseline", "--workdir", str(tmp_path), *_args("Experiment.tasks = ['depht']")])
     assert code == 1
     err = capsys.readouterr().err
-    assert "Unknown task 'depht'" in err and "depth, motion, normals" in err
+    assert "Unknown task 'depht'" in err and "depth, detection, motion, normals" in err
 
 
 def test_relation_without_its_tasks(tmp_path, capsys):

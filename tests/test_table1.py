@@ -30,14 +30,6 @@ TINY = [
 ]
 
 
-@pytest.fixture
-def eager():
-    """Run the trainers' tf.functions eagerly: two steps per row cost less than tracing 12 training graphs."""
-    tf.config.run_functions_eagerly(True)
-    yield
-    tf.config.run_functions_eagerly(False)
-
-
 def _model_variables(prefix_or_folder):
     """Checkpointed network variables: {name: array} (optimizer and step left out)."""
     path = tf.train.latest_checkpoint(os.path.join(prefix_or_folder, "ckpt"))

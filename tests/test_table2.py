@@ -24,14 +24,6 @@ TINY = [
 ]
 
 
-@pytest.fixture
-def eager():
-    """Run the trainers' tf.functions eagerly: two steps cost less than tracing the training graphs."""
-    tf.config.run_functions_eagerly(True)
-    yield
-    tf.config.run_functions_eagerly(False)
-
-
 def test_rows_run_end_to_end_and_write_the_table(tmp_path, capsys, eager):
     workdir = str(tmp_path)
     path = run_table2(workdir, steps=2, rows="5c,5b", gin_params=TINY, progress=False)

@@ -29,14 +29,6 @@ TINY = [
 ]
 
 
-@pytest.fixture
-def eager():
-    """Eager steps: two steps per row cost less than tracing five training graphs."""
-    tf.config.run_functions_eagerly(True)
-    yield
-    tf.config.run_functions_eagerly(False)
-
-
 def test_all_rows_run_through_the_runner(tmp_path, capsys, eager):
     workdir = str(tmp_path)
     path = run_xtasc_table(workdir, steps=2, rows="all", gin_params=TINY, progress=False)
