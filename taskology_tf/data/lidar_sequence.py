@@ -21,10 +21,13 @@ sensor frame (see ``SEQUENCE_KEYS``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from taskology_tf.geometry import boxes as boxes_geometry
 
 # The multi-frame example (frames ordered oldest first; index n_f - 1 is the latest, "current" frame).
 SEQUENCE_KEYS = {
@@ -44,10 +47,8 @@ SEQUENCE_KEYS = {
 PAD_TRACK_ID = -1
 
 
-def wrap_angle(angle):
-    """Angles wrapped to [-pi, pi) (same shape)."""
-    angle = np.asarray(angle, dtype=np.float64)
-    return (angle + np.pi) % (2.0 * np.pi) - np.pi
+# Angles wrapped to [-pi, pi) (same shape, float64).
+wrap_angle = functools.partial(boxes_geometry.wrap_angle, closed_below=True)
 
 
 def check_transform(transform, name: str = "transform") -> np.ndarray:

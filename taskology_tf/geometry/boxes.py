@@ -43,13 +43,16 @@ def _check_boxes(boxes, name: str = "boxes") -> np.ndarray:
     return b
 
 
-def wrap_angle(theta):
-    """Angles (radians) wrapped to (-pi, pi], same shape; numpy in -> numpy out, tensors via keras.ops."""
-    if _is_numpy_like(theta):
-        theta = np.asarray(theta, dtype=np.float64)
-        return theta - 2.0 * np.pi * np.ceil((theta - np.pi) / (2.0 * np.pi))
-    theta = ops.convert_to_tensor(theta)
-    return theta - 2.0 * np.pi * ops.ceil((theta - np.pi) / (2.0 * np.pi))
+def wrap_angle(theta, closed_below: bool = False):
+    """Angles (radians) wrapped to (-pi, pi], or to [-pi, pi) with ``closed_below``; same shape.
+
+    numpy in -> float64 numpy out, tensors via keras.ops.
+    """
+    numpy = _is_numpy_like(theta)
+    theta = np.asarray(theta, dtype=np.float64) if numpy else ops.convert_to_tensor(theta)
+    rounding = (np.floor if numpy else ops.floor) if closed_below else (np.ceil if numpy else ops.ceil)
+    shift = np.pi if closed_below else -np.pi
+    return theta - 2.0 * np.pi * rounding((theta + shift) / (2.0 * np.pi))
 
 
 def heading_difference(a, b):

@@ -31,12 +31,14 @@ This module does not import TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable
 
 import numpy as np
 from keras import ops
 
+from taskology_tf.geometry import boxes as boxes_geometry
 from taskology_tf.models.pointpillars import BevGrid
 
 VEHICLE_SIZE = (4.7, 2.1, 1.7)  # length, width, height (m): mean Waymo vehicle
@@ -84,9 +86,8 @@ class AnchorConfig:
 # --- angles -----------------------------------------------------------------------------------------
 
 
-def wrap_angle(a):
-    """Angles wrapped to [-pi, pi) (keras.ops; any shape)."""
-    return a - 2.0 * math.pi * ops.floor((a + math.pi) / (2.0 * math.pi))
+# Angles wrapped to [-pi, pi) (any shape).
+wrap_angle = functools.partial(boxes_geometry.wrap_angle, closed_below=True)
 
 
 def fold_angle(a):
