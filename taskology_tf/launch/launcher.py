@@ -300,7 +300,7 @@ class Launcher:
         self.stop_requested = threading.Event()
         self._print_lock = threading.Lock()
         self._bars: dict[str, object] = {}
-        self._last_status = ("", 0.0)
+        self._last_status: tuple[str, float | None] = ("", None)  # None: nothing printed yet
         self._preexec = _death_signal_preexec()
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"  # line-by-line output from the children
@@ -493,7 +493,8 @@ class Launcher:
         line, last = self._last_status
         now = time.monotonic()
         new = self.status_line()
-        if final or (new != line and now - last >= self.status_every):
+        due = last is None or now - last >= self.status_every  # no fixed clock origin: monotonic may start near 0
+        if final or (new != line and due):
             self._last_status = (new, now)
             self.log(new)
 

@@ -149,6 +149,15 @@ def test_progress_is_a_status_line_when_not_a_terminal(tmp_path):
     ]
 
 
+def test_first_status_line_is_printed_on_a_freshly_booted_host(tmp_path, monkeypatch):
+    # time.monotonic() counts from boot on Linux: on a fresh machine it is below status_every.
+    monkeypatch.setattr("taskology_tf.launch.launcher.time.monotonic", lambda: 0.5)
+    out = io.StringIO()
+    launcher = _launcher(tmp_path, out, status_every=3600)
+    launcher.show_progress()
+    assert out.getvalue().splitlines() == ["[launch] progress: depth 4/6 | normals 0/6"]
+
+
 def test_progress_is_one_bar_per_task_on_a_terminal(tmp_path):
     out = _Terminal()
     launcher = _launcher(tmp_path, out)
