@@ -47,6 +47,15 @@ KEYS: dict[str, KeySpec] = {
     "pose": KeySpec((4, 4), "float32", "camera-to-world transform of frame t"),
     "pose_next": KeySpec((4, 4), "float32", "camera-to-world transform of frame t+1"),
     "ego_motion": KeySpec((4, 4), "float32", "maps camera-t points to camera-(t+1) points"),
+    # Ground truth of frame t+1 and of the scene's own motion (the synthetic world knows them; ground-truth
+    # peers answer with them, and evaluation splits errors by moving and static pixels).
+    "depth_next": KeySpec((H, W, 1), "float32", "camera-frame z of frame t+1 in metres; 0 = invalid"),
+    "segmentation_next": KeySpec((H, W, 1), "int32", f"semantic class ids of frame t+1; {IGNORE_LABEL} = ignore"),
+    "object_motion": KeySpec((H, W, 3), "float32",
+                             "displacement (metres, camera-(t+1) axes) of frame t's surface point from t to t+1 "
+                             "beyond the camera's motion; 0 on static surfaces"),
+    "object_motion_backward": KeySpec((H, W, 3), "float32",
+                                      "the same for frame t+1's points from t+1 to t, in camera-t axes"),
     "points": KeySpec((None, 4), "float32", "LiDAR points x, y, z (sensor frame), intensity", frames=True),
     "boxes": KeySpec((None, 7), "float32", "3D boxes x, y, z, length, width, height, heading", frames=True),
     "track_ids": KeySpec((None,), "int64", "track id of each box (-1 = padding)", frames=True),

@@ -29,8 +29,11 @@ from taskology_tf.data.synthetic import style as style_lib
 STYLES = tuple(style_lib.STYLES)
 FRAME_KEYS = ("id", "image", "intrinsics", "depth", "normals", "segmentation", "instance_ids", "pose")
 NEXT_KEYS = ("image_next", "pose_next", "ego_motion")
+# Ground truth of frame t+1 and of object motion, rendered only when asked for (``next_labels``).
+NEXT_LABEL_KEYS = ("depth_next", "segmentation_next", "object_motion", "object_motion_backward")
 # Value a masked ("unlabelled") label key holds; see taskology_tf.data.example.
-MASK_VALUES = {"depth": 0.0, "normals": 0.0, "segmentation": example_lib.IGNORE_LABEL, "instance_ids": 0}
+MASK_VALUES = {"depth": 0.0, "normals": 0.0, "segmentation": example_lib.IGNORE_LABEL, "instance_ids": 0,
+               "depth_next": 0.0, "segmentation_next": example_lib.IGNORE_LABEL}
 
 _PROGRESS_MIN_EXAMPLES = 200  # show a progress bar (stderr) for more examples than this
 _CHUNK = 8  # examples per task sent to a worker process
@@ -90,6 +93,7 @@ def render_example(
     width: int = 128,
     with_next: bool = False,
     max_depth: float = 60.0,
+    next_labels: bool = False,
 ) -> dict[str, np.ndarray]:
     """Render example ``index`` of the ``(style, seed)`` stream as a dict of contract keys.
 
@@ -97,8 +101,13 @@ def render_example(
     (metres, 0 = sky or beyond ``max_depth``), normals [H, W, 3] float32, segmentation [H, W, 1] int32,
     instance_ids [H, W, 1] int32, pose [4, 4] float32 camera-to-world; with ``with_next`` also
     image_next [H, W, 3] uint8 (0.1 s later), pose_next [4, 4] and ego_motion [4, 4] float32
-    (``inv(pose_next) @ pose``: camera-t points -> camera-(t+1) points).
+    (``inv(pose_next) @ pose``: camera-t points -> camera-(t+1) points); with ``next_labels`` (needs
+    ``with_next``) also the ``NEXT_LABEL_KEYS``: depth_next [H, W, 1], segmentation_next [H, W, 1] and the
+    object motion of both frames' points, object_motion / object_motion_backward [H, W, 3] float32 (see
+    ``object_motion``).
     """
+    if next_labels and not with_next:
+        raise ValueError("next_labels=True needs with_next=True (they are labels of the next frame).")
     _check_style(style)
     _check_seed(seed)
     _check_positive(height=height, width=width)
@@ -117,7 +126,28 @@ def render_example(
         out["image_next"] = nxt["image"]
         out["pose_next"] = pose_next.astype(np.float32)
         out["ego_motion"] = (np.linalg.inv(pose_next) @ pose).astype(np.float32)
+        if next_labels:
+            out["depth_next"] = nxt["depth"]
+            out["segmentation_next"] = nxt["segmentation"]
+            out["object_motion"] = object_motion(scene, frame["instance_ids"], pose_next, scene_lib.TIME_STEP)
+            out["object_motion_backward"] = object_motion(scene, nxt["instance_ids"], pose, -scene_lib.TIME_STEP)
     return out
+
+
+def object_motion(scene: scene_lib.Scene, instance_ids: np.ndarray, pose_to: np.ndarray, dt: float) -> np.ndarray:
+    """Displacement of each pixel's surface point over ``dt`` seconds by its object's own motion: [H, W, 3]
+    float32 metres in the axes of the camera at ``pose_to`` (camera-to-world); 0 on static surfaces.
+
+    Objects translate at constant velocity, so this is the per-pixel ``delta_t`` of Eq. (2) of Taskology
+    (``z' p' = K R K^-1 z p + K (delta_t + T)``) for the warp from the frame of ``instance_ids`` to the
+    frame at ``pose_to``.
+    """
+    boxes = scene.boxes
+    velocity = np.zeros((max(int(boxes.instance_id.max(initial=0)), int(instance_ids.max(initial=0))) + 1, 3))
+    velocity[boxes.instance_id] = boxes.velocity
+    velocity[0] = 0.0  # static stuff
+    world = velocity[instance_ids[..., 0]] * dt
+    return (world @ pose_to[:3, :3]).astype(np.float32)  # world -> camera axes: R^T d
 
 
 def _render_chunk(args) -> list[dict[str, np.ndarray]]:
@@ -144,6 +174,7 @@ def render_examples(
     max_depth: float = 60.0,
     num_workers: int | None = None,
     progress: bool | None = None,
+    next_labels: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``render_example(i, ...)`` for each index, in order, rendered by ``num_workers`` processes.
 
@@ -158,7 +189,8 @@ def render_examples(
     _check_seed(seed)
     _check_positive(height=height, width=width)
     indices = list(indices)
-    kwargs = dict(style=style, seed=seed, height=height, width=width, with_next=with_next, max_depth=max_depth)
+    kwargs = dict(style=style, seed=seed, height=height, width=width, with_next=with_next, max_depth=max_depth,
+                  next_labels=next_labels)
     if num_workers is None:
         num_workers = _default_workers(len(indices), height, width, with_next)
     if int(num_workers) != num_workers or num_workers < 1:
@@ -204,11 +236,13 @@ def _render_stream(indices: list[int], kwargs: dict, num_workers: int, progress:
             bar.close()
 
 
-def _render_all(style, num_examples, seed, height, width, with_next, max_depth, num_workers) -> dict[str, np.ndarray]:
+def _render_all(style, num_examples, seed, height, width, with_next, max_depth, next_labels,
+                num_workers) -> dict[str, np.ndarray]:
     """All examples stacked into arrays [num_examples, ...] (read-only)."""
     stacked: dict[str, np.ndarray] = {}
     stream = render_examples(range(num_examples), style=style, seed=seed, height=height, width=width,
-                             with_next=with_next, max_depth=max_depth, num_workers=num_workers)
+                             with_next=with_next, max_depth=max_depth, num_workers=num_workers,
+                             next_labels=next_labels)
     for n, ex in enumerate(stream):
         if not stacked:
             stacked = {k: np.empty((num_examples,) + np.shape(v), np.asarray(v).dtype) for k, v in ex.items()}
@@ -240,15 +274,20 @@ def synthetic_arrays(
     with_next: bool = False,
     max_depth: float = 60.0,
     num_workers: int | None = None,
+    next_labels: bool = False,
 ) -> dict[str, np.ndarray]:
     """All keys of examples ``0 .. num_examples - 1`` stacked as read-only arrays [num_examples, ...].
 
-    Rendered once per process and argument set (an LRU cache of the last 4 sets).
+    Rendered once per process and argument set (an LRU cache of the last 4 sets). ``next_labels``: also the
+    ``NEXT_LABEL_KEYS`` (see ``render_example``).
     """
     _check_style(style)
     _check_seed(seed)
     _check_positive(num_examples=num_examples, height=height, width=width)
-    key = (style, int(num_examples), int(seed), int(height), int(width), bool(with_next), float(max_depth))
+    if next_labels and not with_next:
+        raise ValueError("next_labels=True needs with_next=True (they are labels of the next frame).")
+    key = (style, int(num_examples), int(seed), int(height), int(width), bool(with_next), float(max_depth),
+           bool(next_labels))
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -262,14 +301,15 @@ def synthetic_arrays(
 
 
 def _select_keys(keys: Sequence[str] | None, unlabelled: Sequence[str], with_next: bool) -> list[str]:
-    available = list(FRAME_KEYS) + (list(NEXT_KEYS) if with_next else [])
+    """The keys a dataset keeps (``id`` first); the ``NEXT_LABEL_KEYS`` only when asked for by name."""
+    available = list(FRAME_KEYS) + (list(NEXT_KEYS) + list(NEXT_LABEL_KEYS) if with_next else [])
     if isinstance(keys, str) or isinstance(unlabelled, str):
         raise ValueError("keys and unlabelled must be sequences of key names, e.g. ('image', 'depth'), not a string.")
     if keys is None:
-        selected = available
+        selected = [k for k in available if k not in NEXT_LABEL_KEYS]
     else:
         for key in keys:
-            if key in NEXT_KEYS and not with_next:
+            if key in NEXT_KEYS + NEXT_LABEL_KEYS and not with_next:
                 raise ValueError(f"key {key!r} needs the next frame; pass with_next=True.")
             if key not in available:
                 raise ValueError(f"unknown key {key!r}; the synthetic dataset provides {available}.")
@@ -302,7 +342,8 @@ def synthetic_dataset(
       seed: selects the stream (use different seeds, or ``split_seed``, for different splits).
       height, width: image size in pixels (networks may require multiples of 32; not checked here).
       with_next: also provide image_next, pose_next and ego_motion.
-      keys: keys to keep (default: every per-frame key, plus the next-frame keys when with_next);
+      keys: keys to keep (default: every per-frame key, plus the next-frame keys when with_next; the
+        ``NEXT_LABEL_KEYS`` (depth_next, segmentation_next, object motion) only when named here);
         ``id`` is always kept.
       unlabelled: label keys to mask rather than drop (depth -> 0, normals -> 0, segmentation -> 255,
         instance_ids -> 0), so that labelled and unlabelled datasets share one structure.
@@ -312,7 +353,7 @@ def synthetic_dataset(
     _check_positive(num_examples=num_examples, height=height, width=width)
     selected = _select_keys(keys, unlabelled, with_next)
     arrays = synthetic_arrays(style, num_examples, seed=seed, height=height, width=width, with_next=with_next,
-                              num_workers=num_workers)
+                              num_workers=num_workers, next_labels=any(k in NEXT_LABEL_KEYS for k in selected))
     tensors = {}
     for key in selected:
         if key in unlabelled:
