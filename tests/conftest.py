@@ -7,8 +7,17 @@ import os
 # reproduces it); the suite runs on the default Eigen kernels. Must be set before TensorFlow is imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+import time  # noqa: E402
+
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+
+def pytest_report_header(config):
+    """Say when the run simulates a freshly booted host (tools/fresh_clock: time.monotonic() near zero)."""
+    if os.environ.get("TASKOLOGY_FRESH_CLOCK") not in (None, ""):
+        return f"fresh clock: time.monotonic() = {time.monotonic():.3f} s in this process (tools/fresh_clock)"
+    return None
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import time
 import warnings
 from typing import Any, Mapping, Sequence
@@ -216,7 +217,7 @@ class ServingPeer(Peer):
         self._down_since = 0.0
         self._down_steps_at_start = 0
         self._last_down_log = 0.0
-        self._next_probe = 0.0
+        self._next_probe = -math.inf  # no probe yet: due now (not a time since boot)
         self._last_error: BaseException | None = None
         self._warned_convert = False
         self._told_unpinned = False
@@ -447,7 +448,7 @@ class ServingPeer(Peer):
             return
         if pending.future.done():
             if not self._available and pending.future.exception() is None:
-                self._next_probe = 0.0  # it got through: the server is back, ask now
+                self._next_probe = -math.inf  # it got through: the server is back, ask now
             return
         self._inflight = pending.future
 

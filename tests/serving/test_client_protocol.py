@@ -101,13 +101,14 @@ class ScriptedPredictionService(prediction_service_pb2_grpc.PredictionServiceSer
         self.delay = 0.0
         self.requests: list[predict_pb2.PredictRequest] = []
         self.lock = threading.Lock()
+        self.released = threading.Event()  # set at teardown: requests still held by ``delay`` finish at once
 
     def Predict(self, request, context):
         with self.lock:
             self.requests.append(request)
             failure = self.failures.pop(0) if self.failures else None
         if self.delay:
-            time.sleep(self.delay)
+            self.released.wait(self.delay)
         if failure is not None:
             context.abort(failure, f"scripted {failure.name}")
         x = tf.make_ndarray(request.inputs["x"])  # TF itself decodes what our client sent
@@ -151,12 +152,13 @@ class ScriptedPredictionService(prediction_service_pb2_grpc.PredictionServiceSer
 
 class ScriptedModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self):
-        self.available_after = 0.0
+        self.available = threading.Event()
+        self.available.set()
 
     def GetModelStatus(self, request, context):
         response = get_model_status_pb2.GetModelStatusResponse()
         response.model_version_status.add(version=41, state=get_model_status_pb2.ModelVersionStatus.END)
-        state = "AVAILABLE" if time.monotonic() >= self.available_after else "LOADING"
+        state = "AVAILABLE" if self.available.is_set() else "LOADING"
         response.model_version_status.add(version=42, state=get_model_status_pb2.ModelVersionStatus.State.Value(state))
         return response
 
@@ -170,6 +172,7 @@ def scripted():
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield f"127.0.0.1:{port}", predict, models
+    predict.released.set()
     server.stop(0).wait()
 
 
@@ -227,12 +230,11 @@ def test_client_gives_up_with_peer_unavailable(scripted):
 
 def test_client_deadline_on_every_call(scripted):
     address, service, _ = scripted
-    service.delay = 0.5
+    service.delay = 600.0  # the server answers only when the test ends
     with PredictClient(address, "peer", timeout=0.1, retries=1, backoff=0.01) as client:
-        start = time.monotonic()
         with pytest.raises(PeerUnavailableError, match="DEADLINE_EXCEEDED"):
-            client.predict({"x": np.zeros((1, 3), np.float32)})
-    assert time.monotonic() - start < 0.9  # two 0.1 s deadlines, not twice the server's 0.5 s
+            client.predict({"x": np.zeros((1, 3), np.float32)})  # returns: each attempt ends at its deadline
+    assert len(service.requests) <= 2  # the request and its one retry (a handler may not start before its deadline)
 
 
 @pytest.mark.parametrize(
@@ -259,10 +261,11 @@ def test_client_metadata_status_and_wait(scripted):
         assert meta["version"] == 42 and meta["signatures"] == ["serving_default"]
         assert meta["inputs"] == {"x": {"dtype": "float32", "shape": (None, 3)}}
         assert meta["outputs"] == {"y": {"dtype": "float16", "shape": None}}
-        models.available_after = time.monotonic() + 0.3
+        models.available.clear()
         assert client.status() == [(41, "END"), (42, "LOADING")]
         assert not client.wait_until_available(0.05)
-        assert client.wait_until_available(5.0)
+        threading.Timer(0.2, models.available.set).start()
+        assert client.wait_until_available(60.0)
         assert client.status() == [(41, "END"), (42, "AVAILABLE")]
     with PredictClient(address, "other", retries=3) as other:
         with pytest.raises(ModelNotFoundError, match=r"Latest\(other\)"):
