@@ -20,6 +20,9 @@ class Task:
     input_keys: tuple[str, ...] = ("image",)
     label_keys: tuple[str, ...] = ()
     output_keys: tuple[str, ...] = ()
+    # Image inputs' height and width must be multiples of this (e.g. 32 for a U-Net that downsamples 5 times);
+    # None = any size. Exported serving signatures refuse other sizes with INVALID_ARGUMENT naming it.
+    image_size_multiple: int | None = None
 
     def __init__(self, name: str):
         self.name = name

@@ -632,7 +632,8 @@ class TaskTrainer:
             return None
         from taskology_tf.serving.export import export_model
 
-        return export_model(self.model, os.path.join(self.workdir, "export"), self.step, keep=self.export_keep or None)
+        return export_model(self.model, os.path.join(self.workdir, "export"), self.step, keep=self.export_keep or None,
+                            image_size_multiple=self.task.image_size_multiple)
 
     def restore(self, path: str | None = None) -> int:
         """Restore the latest (or given) checkpoint; returns the restored step (0 when none)."""

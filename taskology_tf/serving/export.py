@@ -14,6 +14,13 @@ off, ``serving_float16``: the same inputs, the same output names, float32 output
 (half the bytes on the wire; ``ServingPeer(float16_outputs=True)`` asks for it). Other outputs keep
 their dtype. float16 keeps about 3 significant digits and saturates to inf beyond 65504, so it suits
 predictions such as depth in metres, normals or probabilities, not raw logits of huge magnitude.
+
+With ``image_size_multiple`` (a task's ``Task.image_size_multiple``, e.g. 32 for the U-Nets) both
+signatures first check that every image input ([B, H, W, C]) has a height and width that are positive
+multiples of it, and fail with ``INVALID_ARGUMENT`` naming the multiple otherwise, before the network
+runs: a U-Net given 31x63 images would otherwise answer with a 32x64 map, and 40x72 would fail deep inside
+with a concatenation shape error. The check is part of the graph, so ``tensorflow_model_server`` enforces
+it too.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ def export_model(
     keep: int | None = None,
     warmup_inputs: Mapping[str, np.ndarray] | None = None,
     float16_signature: bool = True,
+    image_size_multiple: int | None = None,
 ) -> str:
     """Export ``model`` (dict inputs/outputs) with ``serving_default`` (+ ``serving_float16``); returns the version folder.
 
@@ -47,10 +55,14 @@ def export_model(
       warmup_inputs: a small batch of inputs (name -> array, e.g. {"image": uint8 [1, H, W, 3]}) written
         as one warm-up ``PredictRequest`` for the ``serving_default`` signature; None = no warm-up file.
       float16_signature: also write ``serving_float16`` (float32 outputs cast to float16); False = only
-        ``serving_default``, exactly what ``model.export`` writes.
+        ``serving_default``, exactly what ``model.export`` writes (unless ``image_size_multiple`` is given).
+      image_size_multiple: the signatures refuse image inputs whose height or width is not a positive
+        multiple of this (``INVALID_ARGUMENT``, before the network runs); None = any size.
     """
     if int(version) < 0:
         raise ValueError(f"version must be a non-negative integer, got {version}.")
+    if image_size_multiple is not None and (int(image_size_multiple) != image_size_multiple or image_size_multiple < 1):
+        raise ValueError(f"image_size_multiple must be a positive integer or None, got {image_size_multiple!r}.")
     if warmup_inputs is not None:
         warmup_inputs = _check_warmup_inputs(model, warmup_inputs)
     os.makedirs(base_path, exist_ok=True)
@@ -60,8 +72,8 @@ def export_model(
     tmp = os.path.join(base_path, f".tmp-{int(version)}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        if float16_signature:
-            _export_with_float16(model, tmp)
+        if float16_signature or image_size_multiple:
+            _export_archive(model, tmp, float16_signature, image_size_multiple)
         else:
             model.export(tmp, format="tf_saved_model", verbose=False)
         if warmup_inputs is not None:
@@ -75,19 +87,26 @@ def export_model(
     return final
 
 
-def _export_with_float16(model, path: str) -> None:
-    """Write ``model`` as a SavedModel with ``serving_default`` (its call) and ``serving_float16``.
+def _export_archive(model, path: str, float16_signature: bool, image_size_multiple: int | None) -> None:
+    """Write ``model`` as a SavedModel with ``serving_default`` (its call) and, optionally, ``serving_float16``.
 
     ``keras.export.ExportArchive`` with the input signature ``model.export`` derives, the model's call
     registered first (so it is also ``serving_default``, as ``model.export`` makes it), and a second
-    endpoint on the same inputs whose float32 outputs are cast to float16.
+    endpoint on the same inputs whose float32 outputs are cast to float16. With ``image_size_multiple``
+    both endpoints check the image inputs' sizes first.
     """
     import keras
 
     input_signature = _input_signature(model)
 
+    def checked(args):
+        return _check_image_sizes(args, image_size_multiple) if image_size_multiple else args
+
+    def serve(*args):
+        return model(*checked(args))
+
     def serve_float16(*args):
-        outputs = model(*args)
+        outputs = model(*checked(args))
         if not isinstance(outputs, Mapping):
             raise ValueError(
                 f"export_model needs a model with named dict outputs (e.g. {{'depth': ...}}), got {type(outputs).__name__}; "
@@ -99,9 +118,37 @@ def _export_with_float16(model, path: str) -> None:
         }
 
     archive = keras.export.ExportArchive()
-    archive.track_and_add_endpoint("serve", model, input_signature)
-    archive.add_endpoint(FLOAT16_SIGNATURE, serve_float16, input_signature)
+    if image_size_multiple:
+        archive.track(model)
+        archive.add_endpoint("serve", serve, input_signature)
+    else:
+        archive.track_and_add_endpoint("serve", model, input_signature)
+    if float16_signature:
+        archive.add_endpoint(FLOAT16_SIGNATURE, serve_float16, input_signature)
     archive.write_out(path, verbose=False)
+
+
+def _check_image_sizes(args, multiple: int, name: str = "input"):
+    """``args`` (the endpoint's inputs: tensors in dicts, lists, tuples) with every image input ([B, H, W, C])
+    passed through a check that its H and W are positive multiples of ``multiple``; dict keys name them."""
+    import tensorflow as tf
+
+    if isinstance(args, Mapping):
+        return {k: _check_image_sizes(v, multiple, str(k)) for k, v in args.items()}
+    if isinstance(args, (list, tuple)):
+        return type(args)(_check_image_sizes(v, multiple, name) for v in args)
+    if args.shape.rank != 4:
+        return args
+    h, w = tf.shape(args)[1], tf.shape(args)[2]
+    ok = tf.reduce_all(tf.stack([h > 0, w > 0, h % multiple == 0, w % multiple == 0]))
+    assertion = tf.debugging.Assert(ok, [
+        f"input '{name}': this network takes images whose height and width are positive multiples of {multiple} "
+        f"(its total stride is {multiple}); crop them to the multiple below or pad them to the one above, as "
+        "training does. Got height",
+        h, "width", w,
+    ])
+    with tf.control_dependencies([assertion]):
+        return tf.identity(args)
 
 
 def _input_signature(model):

@@ -5,9 +5,18 @@ Same layout and protocol as ``tensorflow_model_server`` (``PredictionService.Pre
 background thread polls the base folder; a newer version is loaded, warmed up (replaying
 ``assets.extra/tf_serving_warmup_requests``) and only then swapped in, in one reference assignment:
 requests in flight finish on the version they started with and no request waits for a load. A
-version that fails to load is reported by ``GetModelStatus`` and skipped until its
-``saved_model.pb`` changes; the previous version keeps serving. Only the newest loaded version is
-served (TF Serving's default "latest 1" policy).
+version that fails to load (e.g. one still being copied in with ``cp`` or ``gsutil``, its
+``saved_model.pb`` there before ``variables/``) is retried on the next ``max_load_retries`` polls, and
+again whenever its files change, so it is served once complete; ``GetModelStatus`` reports it LOADING
+meanwhile and END with the error when the retries are used up. The previous version keeps serving.
+Only the newest loaded version is served (TF Serving's default "latest 1" policy).
+
+Bounded work per request: before anything is decoded, a request whose inputs declare a batch over
+``max_batch_size`` or more than ``max_input_bytes`` of data (a 41-byte request can declare a
+[12000, 32, 64, 3] tensor "filled" with one repeated value) is answered ``INVALID_ARGUMENT``; before
+anything is computed, the reply's size is derived from the signature's shapes (shape inference for
+the request's input shapes) and a request whose reply would exceed ``max_message_bytes`` is answered
+``INVALID_ARGUMENT`` too.
 
 Run as a process: ``python -m taskology_tf.serving.server --model_name depth --model_base_path
 /work/depth/export --port 8500`` prints ``port=<n>`` on stdout once it serves, and stops cleanly
@@ -16,10 +25,11 @@ on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
-import argparse
+import collections
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import os
 import signal
 import sys
@@ -40,14 +50,22 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from taskology_tf.serving.codec import from_tensor_proto, to_tensor_proto
+from taskology_tf.serving.codec import from_tensor_proto, numpy_dtype, to_tensor_proto
 from taskology_tf.serving.export import WARMUP_FILE
+from taskology_tf.serving.flags import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    parse_serve_flags,
+    version_folder_hint,
+)
 from taskology_tf.serving.tls import TlsConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit too
+REPLY_OVERHEAD_BYTES = 64 * 1024  # protobuf framing of a reply beyond its tensors' bytes (generous)
+_SHAPE_CACHE_SIZE = 256  # (signature, input shapes) -> inferred output shapes, per loaded version
 _State = get_model_status_pb2.ModelVersionStatus.State
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -70,6 +88,15 @@ class _Signature:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Limits:
+    """What one request may ask for (0 = no limit)."""
+
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_input_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_reply_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+
+@dataclasses.dataclass(frozen=True)
 class _Servable:
     """One loaded version of a model."""
 
@@ -78,6 +105,16 @@ class _Servable:
     loaded: Any  # the restored object; keeps the signature functions' variables alive
     signatures: dict[str, _Signature]
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]
+    output_shapes: "collections.OrderedDict" = dataclasses.field(default_factory=collections.OrderedDict)
+    shapes_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+@dataclasses.dataclass
+class _Failure:
+    """A version that failed to load: the state of its files then, and how often it was tried with them."""
+
+    fingerprint: Any
+    attempts: int
 
 
 class _Model:
@@ -89,7 +126,7 @@ class _Model:
         self.lock = threading.Lock()
         self.current: _Servable | None = None
         self.status: dict[int, tuple[int, grpc.StatusCode, str]] = {}  # version -> (state, code, message)
-        self.failed: dict[int, Any] = {}  # version -> fingerprint of the saved_model.pb that failed
+        self.failed: dict[int, _Failure] = {}  # versions that failed to load (retried while attempts remain)
 
     def set_status(self, version: int, state: int, code: grpc.StatusCode = grpc.StatusCode.OK, message: str = ""):
         with self.lock:
@@ -134,14 +171,19 @@ def _version_folders(base_path: str) -> dict[int, str]:
 
 
 def _fingerprint(path: str):
-    """Changes when a version's graph file is rewritten (a failed version is retried only then)."""
-    for name in ("saved_model.pb", "saved_model.pbtxt"):
-        try:
-            st = os.stat(os.path.join(path, name))
-            return (name, st.st_mtime_ns, st.st_size)
-        except OSError:
-            continue
-    return None
+    """Names, sizes and modification times of every file under a version folder: changes while a copy into
+    it is under way (a failed version is retried beyond its retries only when this changes)."""
+    entries = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            entries.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
+    return tuple(entries)
 
 
 def _load_servable(version: int, path: str) -> _Servable:
@@ -155,10 +197,54 @@ def _load_servable(version: int, path: str) -> _Servable:
     return _Servable(version, path, loaded, signatures, _read_signature_defs(path))
 
 
-def _check_inputs(model_name: str, signature: _Signature, arrays: Mapping[str, Any]) -> None:
+def _declared(name: str, proto) -> tuple[tuple[int, ...], Any]:
+    """(shape, numpy dtype) a request's TensorProto declares, read without decoding its values."""
+    if proto.tensor_shape.unknown_rank:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}': a tensor must have a known rank and shape.")
+    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
+    if any(d < 0 for d in shape):
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}': a tensor must have a fully defined "
+                     f"shape, got {list(shape)}.")
+    try:
+        dtype = numpy_dtype(proto.dtype)
+    except TypeError as e:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}': {e}") from None
+    return shape, dtype
+
+
+def _check_request_size(inputs: Mapping[str, Any], limits: _Limits) -> None:
+    """INVALID_ARGUMENT when the declared inputs exceed the batch or byte limits (nothing is allocated)."""
+    total = 0
+    for name, (shape, dtype, proto) in inputs.items():
+        if limits.max_batch_size and shape and shape[0] > limits.max_batch_size:
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"input '{name}' declares a batch of {shape[0]}; this server takes at most {limits.max_batch_size} "
+                "examples per request (--max_batch_size). Send smaller batches.",
+            )
+        count = math.prod(shape)
+        if dtype == object:  # strings: the bytes sent plus one object per element
+            total += sum(len(v) for v in proto.string_val) + 8 * count
+        else:
+            total += count * dtype.itemsize
+    if limits.max_input_bytes and total > limits.max_input_bytes:
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the inputs declare {_megabytes(total)} of data (shapes "
+            f"{ {k: list(v[0]) for k, v in inputs.items()} }); this server takes at most "
+            f"{_megabytes(limits.max_input_bytes)} per request (--max_input_bytes). Send smaller batches.",
+        )
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def _check_inputs(model_name: str, signature: _Signature, declared: Mapping[str, tuple[tuple[int, ...], Any]]) -> None:
+    """Names, dtypes and shapes of the request's inputs (as declared) against the signature's."""
     expected = signature.inputs
-    unknown = sorted(set(arrays) - set(expected))
-    missing = sorted(set(expected) - set(arrays))
+    unknown = sorted(set(declared) - set(expected))
+    missing = sorted(set(expected) - set(declared))
     if unknown or missing:
         parts = [f"model '{model_name}' signature '{signature.name}' expects inputs {_describe_inputs(expected)}"]
         if unknown:
@@ -167,21 +253,79 @@ def _check_inputs(model_name: str, signature: _Signature, arrays: Mapping[str, A
             parts.append(f"missing inputs {missing}")
         raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(parts) + ".")
     for name, spec in expected.items():
-        array = arrays[name]
+        shape, dtype = declared[name]
         if spec.dtype == tf.string:
-            dtype_ok = array.dtype == object
+            dtype_ok = dtype == object
         else:
-            dtype_ok = array.dtype == spec.dtype.as_numpy_dtype
-        if not dtype_ok or not spec.shape.is_compatible_with(array.shape):
-            got = "string" if array.dtype == object else array.dtype.name
+            dtype_ok = dtype == spec.dtype.as_numpy_dtype
+        if not dtype_ok or not spec.shape.is_compatible_with(shape):
+            got = "string" if dtype == object else dtype.name
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"input '{name}' must be {_format_spec(spec.dtype, spec.shape)}, got {got} {list(array.shape)}.",
+                f"input '{name}' must be {_format_spec(spec.dtype, spec.shape)}, got {got} {list(shape)}.",
             )
 
 
-def _run_predict(model_name: str, servable: _Servable, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-    """Validate, compute and encode one Predict request on one loaded version."""
+def _output_shapes(servable: _Servable, signature: _Signature, shapes: Mapping[str, tuple[int, ...]]):
+    """Output name -> TensorShape the signature yields for inputs of these shapes (shape inference, cached);
+    None when inference fails (the computation itself then reports the problem)."""
+    key = (signature.name, tuple(sorted(shapes.items())))
+    with servable.shapes_lock:
+        if key in servable.output_shapes:
+            servable.output_shapes.move_to_end(key)
+            return servable.output_shapes[key]
+    specs = {k: tf.TensorSpec(shapes[k], spec.dtype) for k, spec in signature.inputs.items()}
+    try:
+        concrete = tf.function(lambda **kw: signature.fn(**kw)).get_concrete_function(**specs)
+        result = {k: v.shape for k, v in concrete.structured_outputs.items()}
+    except (ValueError, TypeError, tf.errors.OpError):
+        result = None
+    with servable.shapes_lock:
+        servable.output_shapes[key] = result
+        while len(servable.output_shapes) > _SHAPE_CACHE_SIZE:
+            servable.output_shapes.popitem(last=False)
+    return result
+
+
+def _check_reply_size(model_name: str, servable: _Servable, signature: _Signature, declared, wanted, limits: _Limits):
+    """INVALID_ARGUMENT when the reply to these inputs would exceed the message limit (nothing is computed)."""
+    if not limits.max_reply_bytes:
+        return
+    shapes = _output_shapes(servable, signature, {k: v[0] for k, v in declared.items()})
+    if shapes is None:
+        return
+    total = 0
+    for key in wanted:
+        shape = shapes.get(key)
+        if shape is None or not shape.is_fully_defined():
+            return  # unknown size: cannot tell beforehand
+        total += shape.num_elements() * signature.fn.structured_outputs[key].dtype.size
+    if total + REPLY_OVERHEAD_BYTES > limits.max_reply_bytes:
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the reply of model '{model_name}' to these inputs would be {_megabytes(total)} "
+            f"({ {k: shapes[k].as_list() for k in wanted} }), over this server's message limit of "
+            f"{_megabytes(limits.max_reply_bytes)} (--max_message_bytes); send fewer examples per request, ask for "
+            "fewer outputs (output_filter) or a smaller dtype (the serving_float16 signature).",
+        )
+
+
+def _clean_op_message(message: str) -> str:
+    """A TensorFlow runtime error without its graph-execution boilerplate (node names, stack-trace notes)."""
+    if "assertion failed:" in message:
+        message = message[message.index("assertion failed:") + len("assertion failed:"):]
+    message = message.split("\n\t [[")[0].split(" [[{{node")[0]
+    for noise in ("Graph execution error:", "<stack traces unavailable>"):
+        message = message.replace(noise, "")
+    lines = [l.strip() for l in message.splitlines() if l.strip() and not l.strip().startswith("Detected at node")]
+    return " ".join(lines).replace("] [", " ").replace("\\'", "'").strip(" []")
+
+
+def _run_predict(model_name: str, servable: _Servable, request: predict_pb2.PredictRequest,
+                 limits: _Limits | None = None) -> predict_pb2.PredictResponse:
+    """Validate (sizes before decoding, the reply's size before computing), compute and encode one Predict
+    request on one loaded version."""
+    limits = limits or _Limits()
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     signature = servable.signatures.get(signature_name)
     if signature is None:
@@ -190,14 +334,13 @@ def _run_predict(model_name: str, servable: _Servable, request: predict_pb2.Pred
             f"model '{model_name}' version {servable.version} has no signature '{signature_name}'; "
             f"signatures: {sorted(servable.signatures)}.",
         )
-    arrays = {}
+    declared = {}
     for name, proto in request.inputs.items():
-        try:
-            arrays[name] = from_tensor_proto(proto, copy=False)
-        except (TypeError, ValueError) as e:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}': {e}") from None
-    _check_inputs(model_name, signature, arrays)
-    wanted = list(request.output_filter) or list(signature.outputs)
+        shape, dtype = _declared(name, proto)
+        declared[name] = (shape, dtype, proto)
+    _check_request_size(declared, limits)
+    _check_inputs(model_name, signature, {k: v[:2] for k, v in declared.items()})
+    wanted = list(dict.fromkeys(request.output_filter)) or list(signature.outputs)
     unknown = sorted(set(wanted) - set(signature.outputs))
     if unknown:
         raise _Abort(
@@ -205,14 +348,22 @@ def _run_predict(model_name: str, servable: _Servable, request: predict_pb2.Pred
             f"output_filter names unknown outputs {unknown}; signature '{signature_name}' has outputs "
             f"{sorted(signature.outputs)}.",
         )
+    _check_reply_size(model_name, servable, signature, declared, wanted, limits)
+    arrays = {}
+    for name, proto in request.inputs.items():
+        try:
+            arrays[name] = from_tensor_proto(proto, copy=False)
+        except (TypeError, ValueError) as e:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}': {e}") from None
     try:
         outputs = signature.fn(**{k: tf.constant(v) for k, v in arrays.items()})
         response = predict_pb2.PredictResponse()
-        for key in dict.fromkeys(wanted):
+        for key in wanted:
             response.outputs[key].CopyFrom(to_tensor_proto(outputs[key].numpy()))
     except tf.errors.OpError as e:
         code = _CODES.get(e.error_code, grpc.StatusCode.UNKNOWN)
-        raise _Abort(code, f"model '{model_name}' version {servable.version} failed on the request: {e.message}") from None
+        raise _Abort(code, f"model '{model_name}' version {servable.version} failed on the request: "
+                           f"{_clean_op_message(e.message)}") from None
     response.model_spec.name = model_name
     response.model_spec.version.value = servable.version
     response.model_spec.signature_name = signature_name
@@ -246,9 +397,14 @@ class ModelServer:
       host: interface to bind (127.0.0.1 = this machine only; "0.0.0.0" = all interfaces).
       port: port to bind; 0 = any free port (``start`` returns it).
       poll_seconds: how often each base path is checked for new versions.
-      max_message_bytes: gRPC send/receive limit (gRPC's default of 4 MB is too small for images).
+      max_message_bytes: gRPC send/receive limit (gRPC's default of 4 MB is too small for images); a request
+        whose reply would exceed it is refused before it is computed.
       tls: server certificate/key (and CA for mutual TLS); None = plaintext.
       max_workers: threads answering requests.
+      max_batch_size: the largest first dimension an input may declare (0 = no limit).
+      max_input_bytes: the largest decoded size of a request's inputs (declared shapes x dtype sizes);
+        None = ``max_message_bytes``, 0 = no limit.
+      max_load_retries: polls after a failed load that try the version again (then only when its files change).
     """
 
     def __init__(
@@ -257,9 +413,12 @@ class ModelServer:
         host: str = "127.0.0.1",
         port: int = 0,
         poll_seconds: float = 1.0,
-        max_message_bytes: int = 256 * 2**20,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         tls: TlsConfig | None = None,
         max_workers: int = 8,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_input_bytes: int | None = None,
+        max_load_retries: int = 5,
     ):
         if not models:
             raise ValueError("models must map at least one model name to its base path, e.g. {'depth': '/x/depth/export'}.")
@@ -274,6 +433,14 @@ class ModelServer:
             raise ValueError(f"max_message_bytes and max_workers must be positive, got {max_message_bytes}, {max_workers}.")
         if not 0 <= int(port) <= 65535:
             raise ValueError(f"port must be in [0, 65535] (0 = any free port), got {port}.")
+        for arg, value in (("max_batch_size", max_batch_size), ("max_input_bytes", max_input_bytes),
+                           ("max_load_retries", max_load_retries)):
+            if value is not None and (int(value) != value or value < 0):
+                raise ValueError(f"{arg} must be a non-negative integer (0 = no limit), got {value!r}.")
+        for name, base in models.items():
+            hint = version_folder_hint(os.fspath(base))
+            if hint:
+                raise ValueError(f"model '{name}': {hint}")
         self._models = {name: _Model(name, os.path.abspath(os.fspath(base))) for name, base in models.items()}
         self.host = host
         self.port = int(port)
@@ -281,6 +448,12 @@ class ModelServer:
         self.max_message_bytes = int(max_message_bytes)
         self.tls = tls
         self.max_workers = int(max_workers)
+        self.limits = _Limits(
+            max_batch_size=int(max_batch_size),
+            max_input_bytes=self.max_message_bytes if max_input_bytes is None else int(max_input_bytes),
+            max_reply_bytes=self.max_message_bytes,
+        )
+        self.max_load_retries = int(max_load_retries)
         self._server: grpc.Server | None = None
         self._poll_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -292,10 +465,6 @@ class ModelServer:
         """Load the newest version of each model present now, start serving and polling; returns the bound port."""
         if self._server is not None or self._stopping.is_set():
             raise RuntimeError("ModelServer.start() was already called; a stopped server cannot restart, make a new one.")
-        for model in self._models.values():
-            if not os.path.isdir(model.base_path):
-                log.warning("model '%s': base path %s does not exist yet; waiting for versions.", model.name, model.base_path)
-        self.poll()
         options = [
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.max_receive_message_length", self.max_message_bytes),
@@ -316,6 +485,15 @@ class ModelServer:
             raise OSError(f"the model server cannot bind {address}: {e}") from e
         if not bound:
             raise OSError(f"the model server cannot bind {address} (port in use or host not local).")
+        # The port is ours before any model loads (a busy port fails at once); requests are answered from here on.
+        for model in self._models.values():
+            if not os.path.isdir(model.base_path):
+                log.info("model '%s': base path %s does not exist yet; waiting for versions.", model.name, model.base_path)
+        try:
+            self.poll()
+        except BaseException:
+            server.stop(0)
+            raise
         server.start()
         self._server = server
         self.port = bound
@@ -384,12 +562,17 @@ class ModelServer:
         for version in sorted((v for v in folders if v > current), reverse=True):
             path = os.path.join(model.base_path, folders[version])
             fingerprint = _fingerprint(path)
-            if version in model.failed and model.failed[version] == fingerprint:
-                continue  # failed before and unchanged since
+            failure = model.failed.get(version)
+            if failure is not None:
+                if failure.fingerprint != fingerprint:
+                    failure.fingerprint, failure.attempts = fingerprint, 0  # its files changed: a fresh start
+                elif failure.attempts > self.max_load_retries:
+                    continue  # failed on every retry and unchanged since
             if self._load(model, version, path, fingerprint):
                 return
 
     def _load(self, model: _Model, version: int, path: str, fingerprint) -> bool:
+        failure = model.failed.get(version)
         model.set_status(version, _State.LOADING)
         start = time.monotonic()
         try:
@@ -398,10 +581,19 @@ class ModelServer:
         except Exception as e:  # a broken version must not take the server down
             code = _CODES.get(getattr(e, "error_code", None), grpc.StatusCode.UNKNOWN)
             message = f"loading version {version} from {path} failed: {type(e).__name__}: {e}"
-            model.failed[version] = fingerprint
-            model.set_status(version, _State.END, code, message)
+            if failure is None:
+                failure = model.failed[version] = _Failure(fingerprint, 0)
+            failure.attempts += 1
             serving = model.current.version if model.current is not None else "none"
-            log.error("model '%s': %s; still serving version %s.", model.name, message, serving)
+            left = self.max_load_retries + 1 - failure.attempts
+            if left > 0:  # perhaps still being copied in: try again on the next polls
+                model.set_status(version, _State.LOADING, code, message)
+                log.warning("model '%s': %s (attempt %d; retried on the next %d poll(s), and whenever its files "
+                            "change); still serving version %s.", model.name, message, failure.attempts, left, serving)
+            else:
+                model.set_status(version, _State.END, code, message)
+                log.error("model '%s': %s (attempt %d, giving up until its files change); still serving version %s.",
+                          model.name, message, failure.attempts, serving)
             return False
         with model.lock:
             previous, model.current = model.current, servable
@@ -450,7 +642,7 @@ class ModelServer:
 
     def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         model, servable = self._resolve(request.model_spec)
-        return _run_predict(model.name, servable, request)
+        return _run_predict(model.name, servable, request, self.limits)
 
     def _metadata(self, request) -> get_model_metadata_pb2.GetModelMetadataResponse:
         model, servable = self._resolve(request.model_spec)
@@ -535,55 +727,12 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
 # -- command line ---------------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="taskology serve",
-        description="Serve <base>/<version>/ SavedModels over TensorFlow Serving's gRPC API (prints port=<n> when up).",
-    )
-    p.add_argument("--port", type=int, default=8500, help="gRPC port (0 = any free port). Default 8500.")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind. Default 127.0.0.1 (this machine only).")
-    p.add_argument("--model_name", default=None, help="name of the model served from --model_base_path. Default 'default'.")
-    p.add_argument("--model_base_path", default=None, help="folder holding <integer version>/ SavedModels.")
-    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="another model (repeatable).")
-    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0, help="seconds between version polls.")
-    p.add_argument("--max_message_bytes", type=int, default=256 * 2**20, help="gRPC message size limit.")
-    p.add_argument("--grpc_max_threads", type=int, default=8, help="threads answering requests.")
-    p.add_argument("--ssl_cert_file", default=None, help="PEM server certificate chain (enables TLS).")
-    p.add_argument("--ssl_key_file", default=None, help="PEM private key of --ssl_cert_file.")
-    p.add_argument("--ssl_ca_file", default=None, help="PEM CA; clients must present a certificate it signed (mutual TLS).")
-    p.add_argument("--shutdown_grace_seconds", type=float, default=5.0, help="time requests in flight get at shutdown.")
-    return p
-
-
-def _models_from_args(parser: argparse.ArgumentParser, args) -> dict[str, str]:
-    models: dict[str, str] = {}
-    if args.model_base_path:
-        models[args.model_name or "default"] = args.model_base_path
-    elif args.model_name:
-        parser.error("--model_name needs --model_base_path (or use --model NAME=PATH).")
-    for item in args.model:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            parser.error(f"--model takes NAME=PATH, got '{item}'.")
-        if name in models:
-            parser.error(f"model '{name}' is given twice.")
-        models[name] = path
-    if not models:
-        parser.error("name at least one model: --model_name NAME --model_base_path PATH, or --model NAME=PATH.")
-    return models
-
-
 def serve_main(argv: list[str] | None = None) -> int:
     """Parse flags like ``tensorflow_model_server``'s, serve until SIGINT/SIGTERM, stop cleanly; returns the exit code."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-        models = _models_from_args(parser, args)
-        if args.ssl_cert_file or args.ssl_key_file or args.ssl_ca_file:
-            if not (args.ssl_cert_file and args.ssl_key_file):
-                parser.error("TLS needs both --ssl_cert_file and --ssl_key_file.")
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 2
+    parsed = parse_serve_flags(argv)
+    if isinstance(parsed, int):
+        return parsed
+    args, models = parsed
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tls = TlsConfig(args.ssl_cert_file, args.ssl_key_file, args.ssl_ca_file) if args.ssl_cert_file else None
@@ -595,6 +744,9 @@ def serve_main(argv: list[str] | None = None) -> int:
         max_message_bytes=args.max_message_bytes,
         tls=tls,
         max_workers=args.grpc_max_threads,
+        max_batch_size=args.max_batch_size,
+        max_input_bytes=args.max_input_bytes,
+        max_load_retries=args.max_num_load_retries,
     )
     stop = threading.Event()
     previous = {}

@@ -12,7 +12,7 @@ from taskology_tf.core.registry import register_task
 from taskology_tf.core.task import Task
 from taskology_tf.geometry.normals import normals_from_depth
 from taskology_tf.metrics.accumulate import DepthMetrics, NormalsMetrics
-from taskology_tf.models.unet import build_dense_model, build_frame_pair_model, conv_head
+from taskology_tf.models.unet import SIZE_MULTIPLE, build_dense_model, build_frame_pair_model, conv_head
 from taskology_tf.tasks.dense import check_image_spec, colorize_depth, frame_keys, image_to_float, side_by_side
 
 
@@ -59,6 +59,7 @@ class DepthTask(Task):
     input_keys = ("image",)
     label_keys = ("depth",)
     output_keys = ("depth",)
+    image_size_multiple = SIZE_MULTIPLE
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from taskology_tf.core.registry import register_task
 from taskology_tf.core.task import Task
 from taskology_tf.geometry.normals import cosine_distance
 from taskology_tf.metrics.accumulate import NormalsMetrics
-from taskology_tf.models.unet import build_dense_model, normals_head
+from taskology_tf.models.unet import SIZE_MULTIPLE, build_dense_model, normals_head
 from taskology_tf.tasks.dense import check_image_spec, colorize_normals, image_to_float, side_by_side
 
 
@@ -38,6 +38,7 @@ class NormalsTask(Task):
     input_keys = ("image",)
     label_keys = ("normals",)
     output_keys = ("normals",)
+    image_size_multiple = SIZE_MULTIPLE
 
     def __init__(self, name: str = "normals", preset: str = "tiny", learning_rate: float = 1e-3, upsampling: str = "nearest"):
         super().__init__(name)

@@ -121,6 +121,11 @@ class SegmentationTask(Task):
         self.pad_to_multiple = pad_to_multiple
 
     @property
+    def image_size_multiple(self) -> int | None:
+        """Any size when the network pads to multiples of 128 itself; else multiples of 128."""
+        return None if self.pad_to_multiple else SIZE_MULTIPLE
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 

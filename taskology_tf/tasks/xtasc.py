@@ -53,6 +53,7 @@ from taskology_tf.core.task import Task
 from taskology_tf.data.example import CLASS_NAMES, IGNORE_LABEL, MOVABLE_CLASSES
 from taskology_tf.metrics.accumulate import DepthMetrics
 from taskology_tf.metrics.segmentation import SegmentationMetrics
+from taskology_tf.models.unet import SIZE_MULTIPLE
 from taskology_tf.models.xtasc import VARIANTS, build_xtasc_model, load_ttnet_weights, variant_outputs
 from taskology_tf.tasks.dense import check_image_spec, colorize_depth, colorize_labels, image_to_float, side_by_side
 
@@ -228,6 +229,7 @@ class XTasCTask(Task):
     """
 
     input_keys = ("image",)
+    image_size_multiple = SIZE_MULTIPLE
 
     def __init__(
         self,

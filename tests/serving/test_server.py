@@ -1,6 +1,7 @@
 """ModelServer over real gRPC on 127.0.0.1: Predict, version polling and swaps, errors, metadata, TLS, the CLI."""
 
 import ipaddress
+import re
 import logging
 import os
 import pathlib
@@ -247,24 +248,30 @@ def test_requests_never_fail_while_versions_swap(tmp_path, tiny):
     assert seen == sorted(seen)  # a single client never goes back to an older version
 
 
-def test_corrupt_version_is_skipped_and_reported(tmp_path, tiny, caplog):
+def test_corrupt_version_is_retried_then_skipped_and_reported(tmp_path, tiny, caplog):
     base = tmp_path / "m"
     model = tiny.tiny_model()
     export_model(model, str(base), 1)
     image = tiny.images(1)
-    with tiny.serving({"m": str(base)}, "m", poll_seconds=3600) as (server, client):
+    with tiny.serving({"m": str(base)}, "m", poll_seconds=3600, max_load_retries=1) as (server, client):
         (base / "2" / "variables").mkdir(parents=True)
         (base / "2" / "saved_model.pb").write_bytes(b"\x08\x01not a saved model")
-        with caplog.at_level(logging.ERROR, logger="taskology_tf.serving.server"):
+        with caplog.at_level(logging.WARNING, logger="taskology_tf.serving.server"):
             server.poll()
         assert server.loaded_version("m") == 1
-        assert "version 2" in caplog.text and "still serving version 1" in caplog.text
+        assert "version 2" in caplog.text and "attempt 1; retried on the next 1 poll(s)" in caplog.text
+        assert "still serving version 1" in caplog.text
         assert client.predict({"image": image})[1] == 1
-        assert client.status() == [(1, "AVAILABLE"), (2, "END")]
+        assert client.status() == [(1, "AVAILABLE"), (2, "LOADING")]  # failed once, to be retried
         status = raw_status(server.port, "m")[2]
         assert status.status.error_code != 0 and "loading version 2" in status.status.error_message
         caplog.clear()
-        server.poll()  # unchanged: not retried
+        with caplog.at_level(logging.WARNING, logger="taskology_tf.serving.server"):
+            server.poll()  # the one retry
+        assert "attempt 2, giving up until its files change" in caplog.text
+        assert client.status() == [(1, "AVAILABLE"), (2, "END")]
+        caplog.clear()
+        server.poll()  # retries used up and unchanged: not tried again
         assert "version 2" not in caplog.text
         # a version whose warm-up request does not fit the model fails too
         export_model(model, str(base), 3)
@@ -283,6 +290,50 @@ def test_corrupt_version_is_skipped_and_reported(tmp_path, tiny, caplog):
         outputs, version = client.predict({"image": image})
         assert version == 4
         np.testing.assert_allclose(outputs["depth"], tiny.reference(image, 4.0)["depth"], atol=1e-5)
+
+
+def copy_version_in_two_parts(source, target):
+    """What `cp -r`/`gsutil cp` of a version folder looks like to a poller midway: saved_model.pb (and the
+    rest) first, ``variables/`` only later. Returns a function that copies the second part."""
+    target.mkdir()
+    for entry in source.iterdir():
+        if entry.name != "variables":
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target / entry.name)
+    return lambda: shutil.copytree(source / "variables", target / "variables")
+
+
+def test_half_copied_version_is_served_once_complete(tmp_path, base_v1, tiny):
+    base = tmp_path / "m"
+    export_model(tiny.tiny_model(), str(base), 1)
+    source = tmp_path / "elsewhere"
+    export_model(tiny.tiny_model(bias=2.0), str(source), 2)
+    image = tiny.images(2)
+    with tiny.serving({"m": str(base)}, "m", poll_seconds=3600) as (server, client):
+        finish_copy = copy_version_in_two_parts(source / "2", base / "2")
+        server.poll()  # saved_model.pb without variables/: fails, served: version 1
+        assert server.loaded_version("m") == 1 and client.status() == [(1, "AVAILABLE"), (2, "LOADING")]
+        finish_copy()
+        server.poll()  # retried on a later poll: complete now
+        assert server.loaded_version("m") == 2
+        outputs, version = client.predict({"image": image})
+        assert version == 2
+        np.testing.assert_allclose(outputs["depth"], tiny.reference(image, 2.0)["depth"], atol=1e-5)
+        assert client.status() == [(1, "END"), (2, "AVAILABLE")]
+
+
+def test_version_whose_retries_ran_out_loads_when_its_files_change(tmp_path, tiny):
+    base = tmp_path / "m"
+    export_model(tiny.tiny_model(), str(base), 1)
+    source = tmp_path / "elsewhere"
+    export_model(tiny.tiny_model(bias=3.0), str(source), 2)
+    with tiny.serving({"m": str(base)}, "m", poll_seconds=3600, max_load_retries=0) as (server, client):
+        finish_copy = copy_version_in_two_parts(source / "2", base / "2")
+        server.poll()
+        server.poll()  # no retries left and nothing changed: skipped
+        assert client.status() == [(1, "AVAILABLE"), (2, "END")]
+        finish_copy()  # the copy goes on (a slow gsutil): new files under the version folder
+        server.poll()
+        assert server.loaded_version("m") == 2
 
 
 def test_newest_good_version_loads_when_the_newest_is_corrupt(tmp_path, tiny):
@@ -477,3 +528,116 @@ def test_serve_main_process_prints_port_and_stops_on_sigterm(base_v1, tiny):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# -- bounded work per request ---------------------------------------------------------------------
+
+
+def raw_predict(address, request, timeout=30):
+    with grpc.insecure_channel(address) as channel:
+        return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=timeout)
+
+
+def declared_only(shape, dtype=types_pb2.DT_UINT8, model="tiny"):
+    """A PredictRequest whose 'image' declares ``shape`` but carries no values (TensorFlow's rule: zeros)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["image"].dtype = dtype
+    for size in shape:
+        request.inputs["image"].tensor_shape.dim.add(size=size)
+    return request
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fail the test if the server decodes any request tensor (the checks must come first)."""
+    import taskology_tf.serving.server as server_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a request tensor was decoded")
+
+    monkeypatch.setattr(server_module, "from_tensor_proto", refuse)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ([12000, 32, 64, 3], r"declares a batch of 12000; this server takes at most 256 examples per request "
+                             r"\(--max_batch_size\)"),
+        ([1, 1000000, 1000000, 3], r"declare 2861022.9 MiB of data .* at most 256.0 MiB per request "
+                                   r"\(--max_input_bytes\)"),
+    ],
+    ids=["batch", "bytes"],
+)
+def test_huge_declared_inputs_are_refused_before_any_allocation(shared_server, no_decoding, shape, message):
+    server, client = shared_server
+    request = declared_only(shape)
+    assert request.ByteSize() < 64  # a tiny message
+    with pytest.raises(grpc.RpcError) as info:
+        raw_predict(server.address, request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert re.search(message, info.value.details()), info.value.details()
+
+
+def test_limits_are_configurable(base_v1, tiny):
+    image = tiny.images(3)
+    with tiny.serving({"tiny": base_v1}, "tiny", max_batch_size=2) as (server, client):
+        with pytest.raises(InvalidRequestError, match=r"batch of 3; .* at most 2 examples"):
+            client.predict({"image": image})
+        assert client.predict({"image": image[:2]})[1] == 1
+    with tiny.serving({"tiny": base_v1}, "tiny", max_input_bytes=image.nbytes - 1) as (server, client):
+        with pytest.raises(InvalidRequestError, match=r"at most \d+ bytes per request \(--max_input_bytes\)"):
+            client.predict({"image": image})
+    with tiny.serving({"tiny": base_v1}, "tiny", max_batch_size=0, max_input_bytes=0) as (server, client):
+        assert server.limits.max_batch_size == 0  # no limits
+        assert client.predict({"image": tiny.images(300, 1, 1)})[1] == 1
+
+
+class CountingSignature:
+    """Wraps a signature function; counts the calls that compute (eager), not the shape-inference traces."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.computed = 0
+
+    def __getattr__(self, name):
+        return getattr(self.fn, name)
+
+    def __call__(self, **kwargs):
+        if tf.executing_eagerly():
+            self.computed += 1
+        return self.fn(**kwargs)
+
+
+def test_reply_over_the_message_limit_is_refused_before_computing(base_v1, tiny):
+    import dataclasses
+
+    limit = 2**20
+    with tiny.serving({"tiny": base_v1}, "tiny", max_message_bytes=limit) as (server, client):
+        servable = server._models["tiny"].current
+        signature = servable.signatures["serving_default"]
+        counting = CountingSignature(signature.fn)
+        servable.signatures["serving_default"] = dataclasses.replace(signature, fn=counting)
+        image = tiny.images(2, 256, 512)  # 768 KiB in, 1 MiB (+ the means) of float32 depth out
+        assert image.nbytes < limit
+        with pytest.raises(InvalidRequestError, match=r"reply .* would be 1.0 MiB .*'depth': \[2, 256, 512, 1\].* "
+                                                       r"over this server's message limit of 1.0 MiB"):
+            client.predict({"image": image})
+        assert counting.computed == 0
+        outputs, _ = client.predict({"image": image[:1]})  # half the reply fits
+        assert counting.computed == 1 and outputs["depth"].shape == (1, 256, 512, 1)
+
+
+def test_signature_refuses_image_sizes_the_network_cannot_take(tmp_path, tiny):
+    base = str(tmp_path / "m")
+    export_model(tiny.tiny_model(), base, 1, image_size_multiple=4)
+    with tiny.serving({"m": base}, "m") as (server, client):
+        for signature in ("serving_default", "serving_float16"):
+            with PredictClient(server.address, "m", signature_name=signature, retries=0) as c:
+                assert c.predict({"image": tiny.images(1, 8, 12)})[0]["depth"].shape == (1, 8, 12, 1)
+                for h, w in ((7, 12), (8, 10), (0, 4)):
+                    with pytest.raises(InvalidRequestError, match=rf"input 'image': this network takes images whose "
+                                       rf"height and width are positive multiples of 4 .* Got height {h} width {w}"):
+                        c.predict({"image": tiny.images(1, h, w)})
+    with pytest.raises(ValueError, match="image_size_multiple must be a positive integer"):
+        export_model(tiny.tiny_model(), base, 2, image_size_multiple=0)
