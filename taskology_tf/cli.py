@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from taskology_tf import runtime
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,11 @@ def _add_config_flags(p: argparse.ArgumentParser, workdir_required: bool = True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taskology", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="taskology", description=__doc__,
+        epilog="--verbose (anywhere on the line, or TASKOLOGY_VERBOSE=1) also shows TensorFlow's start-up messages "
+        "(CUDA, absl), which are hidden by default.")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages too")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an experiment's tasks collectively in one process, or one task as its "
@@ -307,9 +311,18 @@ def experiment_argv(argv: list[str]) -> list[str]:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv  # anywhere on the line, for every command (and inherited by child processes)
+    argv = [a for a in argv if a != "--verbose"]
+    runtime.configure(verbose)  # before TensorFlow loads: TF_ENABLE_ONEDNN_OPTS, log levels
     if argv[:1] == ["experiment"]:
         argv = experiment_argv(argv)
     if argv[:1] == ["serve"]:
+        from taskology_tf.serving.flags import parse_serve_flags
+
+        parsed = parse_serve_flags(argv[1:])  # --help and flag mistakes answer before TensorFlow loads
+        if isinstance(parsed, int):
+            return parsed
+        runtime.import_tensorflow()
         from taskology_tf.serving.server import serve_main
 
         return serve_main(argv[1:])
@@ -318,6 +331,7 @@ def main(argv=None) -> int:
 
         return launch_main(argv[1:])
     args = build_parser().parse_args(argv)
+    runtime.import_tensorflow()
     try:
         return _run(args)
     finally:

@@ -364,9 +364,9 @@ class Launcher:
 
     def start_server(self, task: str, port: int = 0) -> None:
         child = self.servers[task]
-        # The server module itself (what ``taskology serve`` delegates to): same flags as tensorflow_model_server.
-        argv = [self.python, "-m", "taskology_tf.serving.server", "--model_name", task, "--model_base_path",
-                os.path.join(self.workdir, task, "export"), "--port", str(port), "--host", self.host]
+        # ``taskology serve``: same flags as tensorflow_model_server.
+        argv = self._cli("serve", "--model_name", task, "--model_base_path", os.path.join(self.workdir, task, "export"),
+                         "--port", str(port), "--host", self.host)
         self._spawn(child, argv)
         child.state = "starting"
         self.log(f"started the server of {task!r} (pid {child.pid}).")
@@ -667,11 +667,15 @@ def _parse_peers(items: Sequence[str]) -> dict[str, str]:
 
 def launch_main(argv: Sequence[str] | None = None) -> int:
     """``taskology launch``: parse flags, plan, run every process to the end; returns the exit code."""
+    from taskology_tf import runtime
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    runtime.configure()  # the children inherit it
+    runtime.import_tensorflow()
     try:
         if args.max_restarts < 0:
             raise LaunchError(f"--max_restarts must be >= 0, got {args.max_restarts}.")

@@ -430,6 +430,7 @@ def test_busy_port_fails_and_stopped_server_does_not_restart(shared_server, base
     other = ModelServer({"tiny": base_v1}, port=server.port)
     with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{server.port}"):
         other.start()
+    assert other.loaded_version("tiny") is None  # the port was checked before the model loaded
     stopped = ModelServer({"tiny": base_v1})
     stopped.start()
     stopped.stop()
@@ -504,6 +505,16 @@ def test_serve_main_rejects_bad_flags(capsys):
     assert serve_main(["--model_name", "m"]) == 2
     assert serve_main(["--model_base_path", "/x", "--ssl_cert_file", "c.pem"]) == 2
     assert serve_main(["--help"]) == 0
+    capsys.readouterr()
+
+
+def test_a_version_folder_as_base_path_gets_a_hint(base_v1, capsys):
+    version_dir = os.path.join(base_v1, "1")
+    assert serve_main(["--model_name", "m", "--model_base_path", version_dir]) == 2
+    err = capsys.readouterr().err
+    assert "holds a SavedModel itself" in err and f"Did you mean --model_base_path {base_v1}?" in err
+    with pytest.raises(ValueError, match="the base path is the folder \\*above\\* the integer version folders"):
+        ModelServer({"m": version_dir})
 
 
 def test_serve_main_process_prints_port_and_stops_on_sigterm(base_v1, tiny):
