@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import threading
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
 from taskology_tf.data import example as example_lib
+from taskology_tf.data import errors as data_errors
 
 _COMPRESSIONS = ("GZIP", "ZLIB")
 _MAKE_HINT = (
@@ -93,6 +95,22 @@ def _spatial_key(key: str) -> bool:
     return spec is not None and len(spec.shape) == 3 and spec.shape[:2] == (None, None)
 
 
+def _check_against_contract(path: str, protos: dict[str, tensor_pb2.TensorProto]) -> None:
+    """DataError naming ``path`` when its first record breaks the example contract (dtype, rank, fixed dims)."""
+    for key, proto in sorted(protos.items()):
+        spec = example_lib.KEYS.get(key)
+        if spec is None:
+            continue
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+        dims = [d.size for d in proto.tensor_shape.dim]
+        if dtype.name != spec.dtype or not tf.TensorShape(spec.shape).is_compatible_with(dims):
+            raise data_errors.DataError(
+                f"TFRecord file {path}: key {key!r} is stored as {dtype.name} {dims} but the example contract says "
+                f"{spec.dtype} {list(spec.shape)} ({spec.doc}). Rewrite the file with contract arrays (e.g. "
+                "3-channel RGB uint8 images)."
+            )
+
+
 def _element_signature(firsts: list[dict[str, tensor_pb2.TensorProto]], source: str, static_spatial: bool):
     """Keys, dtypes and static shapes (contract dims; H, W of image-like keys from the first records)."""
     keys = sorted(firsts[0])
@@ -143,18 +161,45 @@ def read_examples(
         if not os.path.exists(path):
             raise FileNotFoundError(f"TFRecord file {path!r} does not exist. {_MAKE_HINT}")
     compression = _compression(compression)
-    firsts = [f for f in (_first_record_tensors(p, compression) for p in paths) if f is not None]
+    firsts = []
+    for path in paths:
+        if not compression:
+            data_errors.check_record_framing(path)  # truncated / damaged files named before training starts
+        try:
+            first = _first_record_tensors(path, compression)
+        except tf.errors.OpError as e:
+            raise data_errors.DataError(f"TFRecord file {path} cannot be read: {e.message.strip().splitlines()[0]}. "
+                                        "Rewrite or re-download it.") from None
+        if first is not None:
+            _check_against_contract(path, first)
+            firsts.append(first)
     if not firsts:
         raise ValueError(f"the TFRecord files {paths} hold no records. {_MAKE_HINT}")
     keys, dtypes, shapes = _element_signature(firsts, source=paths[0], static_spatial=static_spatial)
     features = {key: tf.io.FixedLenFeature([], tf.string) for key in keys}
+    data_errors.register_records(paths, compression)
+    with _signatures_lock:
+        for path in paths:
+            _signatures[path] = {key: (dtypes[key], shapes[key]) for key in keys}
 
     def decode(raw):
         parsed = tf.io.parse_single_example(raw, features)
         return {key: tf.ensure_shape(tf.io.parse_tensor(parsed[key], dtypes[key]), shapes[key]) for key in keys}
 
     dataset = tf.data.TFRecordDataset(paths, compression_type=compression)
-    return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    setattr(dataset, data_errors.RECORD_FILES_ATTRIBUTE, list(paths))  # errors while reading name these files
+    return dataset
+
+
+_signatures: dict[str, dict] = {}  # path -> {key: (dtype, static shape)} the reader expects of every record
+_signatures_lock = threading.Lock()
+
+
+def expected_signature(path: str) -> dict:
+    """key -> (dtype, static shape) that ``read_examples`` expects of every record of ``path`` ({} if unknown)."""
+    with _signatures_lock:
+        return dict(_signatures.get(os.fspath(path), {}))
 
 
 def shard_paths(out_dir: str | os.PathLike, style: str, split: str, num_shards: int) -> list[str]:

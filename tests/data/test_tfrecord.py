@@ -105,3 +105,71 @@ def test_write_synthetic_shards_a_split(tmp_path):
     assert not train_ids & {int(x["id"]) for x in got}
     with pytest.raises(ValueError, match="split"):
         tfrecord.write_synthetic(tmp_path, "real", "a/b", 2, 3, 16, 32, False)
+
+
+# -- damaged and malformed files: errors that name the file -----------------------------------------
+
+
+def _simple(n=4, channels=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"id": np.int64(i), "image": rng.integers(0, 256, (8, 8, channels), dtype=np.uint8),
+             "depth": rng.random((8, 8, 1), dtype=np.float32)} for i in range(n)]
+
+
+def _drain(dataset, what="test data"):
+    from taskology_tf.data.errors import next_batch
+
+    iterator = iter(dataset.batch(2))
+    while True:
+        try:
+            next_batch(iterator, what, dataset)
+        except StopIteration:
+            return
+
+
+def test_truncated_file_is_named_before_reading(tmp_path):
+    from taskology_tf.data.errors import DataError
+
+    good, bad = str(tmp_path / "good.tfrecord"), str(tmp_path / "bad.tfrecord")
+    tfrecord.write_examples(_simple(), good)
+    tfrecord.write_examples(_simple(), bad)
+    data = open(bad, "rb").read()
+    with open(bad, "wb") as f:
+        f.write(data[: len(data) - 100])
+    with pytest.raises(DataError, match=rf"TFRecord file {bad} is truncated: record 3 at byte \d+ needs \d+ bytes "
+                                        r"but the file ends"):
+        tfrecord.read_examples([good, bad])
+    with open(bad, "wb") as f:
+        f.write(b"garbage, not records " * 10)
+    with pytest.raises(DataError, match=rf"TFRecord file {bad} is damaged: the header of record 0"):
+        tfrecord.read_examples([good, bad])
+
+
+def test_corrupt_record_data_is_named_when_read(tmp_path):
+    from taskology_tf.data.errors import DataError
+
+    good, bad = str(tmp_path / "good.tfrecord"), str(tmp_path / "bad.tfrecord")
+    tfrecord.write_examples(_simple(), good)
+    tfrecord.write_examples(_simple(seed=1), bad)
+    data = bytearray(open(bad, "rb").read())
+    data[len(data) - 200] ^= 0xFF  # inside the last record's data: the headers still check out
+    open(bad, "wb").write(bytes(data))
+    dataset = tfrecord.read_examples([good, bad])
+    with pytest.raises(DataError, match=rf"test data: TFRecord file {bad} is damaged or malformed: record 3 cannot "
+                                        r"be read .*corrupted record"):
+        _drain(dataset)
+
+
+def test_one_channel_images_are_named(tmp_path):
+    from taskology_tf.data.errors import DataError
+
+    grey = str(tmp_path / "grey.tfrecord")
+    tfrecord.write_examples(_simple(channels=1), grey)
+    with pytest.raises(DataError, match=rf"TFRecord file {grey}: key 'image' is stored as uint8 \[8, 8, 1\] but the "
+                                        r"example contract says uint8 \[None, None, 3\]"):
+        tfrecord.read_examples(grey)
+    mixed = str(tmp_path / "mixed.tfrecord")  # a colour first record, a grey one later
+    tfrecord.write_examples(_simple(2) + _simple(1, channels=1), mixed)
+    with pytest.raises(DataError, match=rf"TFRecord file {mixed} is damaged or malformed: record 2: key 'image' has "
+                                        r"shape \[8, 8, 1\], expected \(8, 8, 3\)"):
+        _drain(tfrecord.read_examples(mixed))
