@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from taskology_tf import runtime
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="train only this task, reading its peers from model servers")
     p.add_argument("--peer", action="append", default=[], metavar="TASK=HOST:PORT",
                    help="model server of a peer task (with --task; repeatable)")
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
 
     # `serve` and `launch` parse their own flags (dispatched in main() before argparse); listed here for --help.
     sub.add_parser("serve", help="serve exported models over TF Serving's gRPC API (taskology serve --help)",
@@ -103,17 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.add_argument("--task", action="append", default=[], help="task to export (default: all)")
     p.add_argument("--export_dir", default=None, help="base folder (default: <workdir>/<task>/export)")
+    p.add_argument("--allow_untrained", action="store_true",
+                   help="export a task that has no checkpoint (its initial, random weights) instead of failing")
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("synth", help="write the synthetic world to TFRecords")
-    p.add_argument("--out_dir", required=True)
-    p.add_argument("--style", default="sim", choices=["sim", "real", "coco"])
-    p.add_argument("--split", default="train")
-    p.add_argument("--num_examples", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, default=64)
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--with_next", action="store_true")
+    p.add_argument("--out_dir", required=True, help="folder for the shards (created if needed)")
+    p.add_argument("--style", default="sim", choices=["sim", "real", "coco"],
+                   help="rendering style: sim (clean), real (sensor noise, other textures), coco (segmentation "
+                   "classes of COCO panoptic). Default sim")
+    p.add_argument("--split", default="train",
+                   help="split name: in the file names, and it seeds the scenes (train and val differ). Default train")
+    p.add_argument("--num_examples", type=int, default=256, help="examples to render (256 per shard). Default 256")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scenes (with --split). Default 0")
+    p.add_argument("--height", type=int, default=64,
+                   help="image height in pixels (multiples of 32 suit the networks). Default 64")
+    p.add_argument("--width", type=int, default=128,
+                   help="image width in pixels (multiples of 32 suit the networks). Default 128")
+    p.add_argument("--with_next", action="store_true",
+                   help="also render the next frame (image_next, its labels and the object motion) of each example")
     p = data.add_parser("convert-waymo", help="convert Waymo Open Dataset segment files (Frame protos) to the "
                         "project's TFRecords (points from range images, boxes, track ids, poses, calibrations)")
     p.add_argument("--input", action="append", required=True, help="segment file or glob pattern (repeatable)")
@@ -121,12 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--second_return", action="store_true", help="also convert the second LiDAR returns")
 
     p = sub.add_parser("demo", help="the Table 3 demo: depth + normals, sim -> real, with and without consistency")
-    p.add_argument("--workdir", default="/tmp/taskology_demo")
+    p.add_argument("--workdir", default="/tmp/taskology_demo",
+                   help="folder for both runs' checkpoints, logs, metrics and table3.json (resumes). "
+                   "Default /tmp/taskology_demo")
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the demo's)")
     p.add_argument("--variant", default="paper", choices=["paper", "partial", "both"],
                    help="paper: no real labels at all; partial: the real style has depth labels (not normals)")
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for both runs")
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("staleness", help="Sec. 4.4 / Fig. 5: unsupervised depth + ego-motion trained with stale "
                        "peers; plots depth Abs Rel against step per staleness (resumes)")
@@ -138,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gin_file", action="append", default=[],
                    help="experiment file(s) (default: gin/experiments/staleness_common.gin)")
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every run")
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
 
     _table_parser(sub, "table1", "Sec. 4.1 / Table 1: depth, motion and segmentation, rows A-E in order "
                   "(C starts from B's segmentation, D from C's depth and motion)", "ABCDE",
@@ -167,14 +178,29 @@ def _table_parser(sub, name: str, doc: str, rows_default: str | None, rows_help:
     if rows_default is not None:
         p.add_argument("--rows", default=rows_default, help=rows_help)
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
+
+
+def _require_experiment(args) -> None:
+    """A usage error unless the gin configuration names the experiment's tasks (normally from --gin_file)."""
+    import gin
+
+    try:
+        gin.query_parameter("Experiment.tasks")
+    except ValueError:
+        available = sorted(p.stem for p in (REPO_ROOT / "gin" / "experiments").glob("*.gin"))
+        raise UsageError(
+            f"no experiment given: `taskology {args.command}` needs --gin_file with the experiment (e.g. --gin_file "
+            f"table3_consistency), or --gin_param \"Experiment.tasks = [...]\". Experiments: {', '.join(available)}."
+        ) from None
 
 
 def cmd_train(args) -> None:
     from taskology_tf.experiment import Experiment
 
     parse_gin(args.gin_file, args.gin_param, args.imports)
+    _require_experiment(args)
     if args.task:
         return cmd_train_task(args, Experiment())
     if args.peer:
@@ -221,10 +247,11 @@ def cmd_eval(args) -> None:
     from taskology_tf.experiment import Experiment
 
     parse_gin(args.gin_file, args.gin_param, args.imports)
+    _require_experiment(args)
     experiment = Experiment()
     metrics, step = {}, {}
     for name in experiment.task_names:
-        trainer = experiment.build_trainer(name, args.workdir)
+        trainer = experiment.build_trainer(name, args.workdir, lock_workdir=False)  # reads; may run beside training
         if trainer.step == 0:
             raise UsageError(f"No checkpoint of task {name!r} under {args.workdir}/{name}/ckpt; train first.")
         metrics[name] = trainer.evaluate()
@@ -240,14 +267,29 @@ def cmd_export(args) -> None:
     from taskology_tf.serving.export import export_model
 
     parse_gin(args.gin_file, args.gin_param, args.imports)
+    _require_experiment(args)
     experiment = Experiment()
     names = args.task or experiment.task_names
     for name in names:
         if name not in experiment.tasks:
             raise UsageError(f"--task {name!r} is not in the experiment's tasks {experiment.task_names}.")
-        trainer = experiment.build_trainer(name, args.workdir)
+    for name in names:
+        print(f"taskology export: {name}: building the network and restoring its checkpoint ...", file=sys.stderr,
+              flush=True)
+        trainer = experiment.build_trainer(name, args.workdir, lock_workdir=False)  # reads; may run beside training
+        if trainer.restored_from is None and not args.allow_untrained:
+            raise UsageError(
+                f"task {name!r} has no checkpoint under {os.path.join(args.workdir, name, 'ckpt')}: exporting it "
+                "would publish its initial, random weights. Train first (taskology train with the same --workdir), "
+                "or pass --allow_untrained to export them anyway."
+            )
         base = args.export_dir and os.path.join(args.export_dir, name) or os.path.join(args.workdir, name, "export")
-        print(export_model(trainer.model, base, trainer.step))
+        print(f"taskology export: {name}: writing step {trainer.step} to {base} (tracing the serving signatures "
+              "takes a while) ...", file=sys.stderr, flush=True)
+        start = time.monotonic()
+        path = export_model(trainer.model, base, trainer.step, image_size_multiple=trainer.task.image_size_multiple)
+        print(f"taskology export: {name}: done in {time.monotonic() - start:.0f} s.", file=sys.stderr, flush=True)
+        print(path, flush=True)
 
 
 def cmd_data(args) -> None:
@@ -341,6 +383,15 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
+    from taskology_tf.core import stopping
+
+    with stopping.handle_signals():
+        return _run_command(args)
+
+
+def _run_command(args) -> int:
+    from taskology_tf.core import stopping
+
     try:
         if args.command == "train":
             cmd_train(args)
@@ -380,12 +431,21 @@ def _run(args) -> int:
     except UsageError as e:
         print(f"taskology: error: {e}", file=sys.stderr)
         return 2
+    except stopping.TrainingStopped as e:
+        print(f"taskology: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\ntaskology: interrupted (nothing saved since the last checkpoint).", file=sys.stderr)
+        return 130
     except Exception as e:
         from taskology_tf.core.registry import UnknownNameError
-        from taskology_tf.core.trainer import NonFiniteLossError
+        from taskology_tf.core.trainer import CheckpointError, NonFiniteLossError
+        from taskology_tf.core.workdir import WorkdirError
+        from taskology_tf.data.errors import DataError
         from taskology_tf.data.example import ExampleSpecError
 
-        known = (UnknownNameError, ExampleSpecError, NonFiniteLossError, FileNotFoundError, ValueError, TypeError)
+        known = (UnknownNameError, ExampleSpecError, NonFiniteLossError, FileNotFoundError, ValueError, TypeError,
+                 WorkdirError, CheckpointError, DataError)
         if isinstance(e, known) and not os.environ.get("TASKOLOGY_TRACEBACK"):
             print(f"taskology: error: {e}\n(set TASKOLOGY_TRACEBACK=1 for the traceback)", file=sys.stderr)
             return 1

@@ -7,12 +7,14 @@ built inside ``gin.config_scope(task_name)``, so ``depth/TaskTrainer.batch_size 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Sequence
 
 import gin
 
 from taskology_tf.core.registry import relation_factory, task_factory
+from taskology_tf.core.validation import check_gin_scopes, whole_number
 
 
 @gin.configurable
@@ -36,18 +38,20 @@ class Experiment:
         train_steps: int = 1000,
         seed: int = 0,
     ):
+        if isinstance(tasks, str) or isinstance(relations, str):
+            raise ValueError("Experiment.tasks and Experiment.relations are lists of names, e.g. "
+                             f"Experiment.tasks = ['depth'], got tasks={tasks!r}, relations={relations!r}.")
         if not tasks:
             raise ValueError("Experiment.tasks is empty: name at least one task, e.g. Experiment.tasks = ['depth'].")
         if len(set(tasks)) != len(tasks):
             raise ValueError(f"Experiment.tasks has duplicates: {list(tasks)}.")
-        if train_steps < 0:
-            raise ValueError(f"Experiment.train_steps must be >= 0, got {train_steps}.")
+        self.train_steps = whole_number("Experiment.train_steps", train_steps)
+        self.mediator_batch_size = whole_number("Experiment.mediator_batch_size", mediator_batch_size, 1)
+        self.seed = whole_number("Experiment.seed", seed, None)
         self.task_names = list(tasks)
         self.relation_names = list(relations)
+        check_gin_scopes(self.task_names, self.relation_names)
         self.mediator = mediator
-        self.mediator_batch_size = mediator_batch_size
-        self.train_steps = int(train_steps)
-        self.seed = seed
         import keras
 
         keras.utils.set_random_seed(int(seed))
@@ -119,8 +123,11 @@ class Experiment:
             raise ValueError(
                 f"Task {name!r} needs the predictions of {missing}; give their servers with --peer TASK=HOST:PORT."
             )
+        from taskology_tf.core import workdir as workdir_lib
+
         keras.utils.set_random_seed(int(self.seed) * 1000 + self.task_names.index(name))
-        trainer = self.build_trainer(name, workdir, mediator=self.mediator if self.relations else None)
+        with workdir_lib.lock(os.path.join(workdir, name)):  # before the data renders; the trainer keeps it
+            trainer = self.build_trainer(name, workdir, mediator=self.mediator if self.relations else None)
         for peer in self.peer_tasks(name):
             with gin.config_scope(name):  # e.g. depth/ServingPeer.timeout = 2.0
                 trainer.peers[peer] = self._serving_peer(ServingPeer, peer, peer_addresses[peer], trainer, peer_kwargs)
@@ -139,15 +146,19 @@ class Experiment:
 
     def run(self, workdir: str, progress: bool = True, desc: str = "collective") -> dict:
         """Train all tasks collectively (resuming if ``workdir`` has checkpoints), evaluate, write metrics.json."""
+        from taskology_tf.core import workdir as workdir_lib
         from taskology_tf.core.trainer import write_json_atomic
 
-        os.makedirs(workdir, exist_ok=True)
-        collective = self.build_collective(workdir)
-        try:
-            collective.train(self.train_steps, progress=progress, desc=desc)
-            metrics = collective.evaluate()
-        finally:
-            collective.close()
+        # Every task's folder is locked before any data is rendered: a second run on this workdir stops at once.
+        with contextlib.ExitStack() as locks:
+            for name in self.task_names:
+                locks.enter_context(workdir_lib.lock(os.path.join(workdir, name)))
+            collective = self.build_collective(workdir)
+            try:
+                collective.train(self.train_steps, progress=progress, desc=desc)
+                metrics = collective.evaluate()
+            finally:
+                collective.close()
         # Only now does gin know every binding the run used (trainers, data sources, optimizers).
         with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
             f.write(gin.operative_config_str())

@@ -48,6 +48,8 @@ def test_train_resume_eval_export(tmp_path, capsys):
     fn = loaded.signatures["serving_default"]
     out = fn(image=tf.zeros((2, 32, 64, 3), tf.uint8))
     assert set(out) == {"normals"} and out["normals"].shape == (2, 32, 64, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="positive multiples of 32"):
+        fn(image=tf.zeros((2, 31, 63, 3), tf.uint8))  # the U-Net's sizes, checked by the signature itself
     assert not [d for d in os.listdir(os.path.dirname(export_dir)) if not d.isdigit()]
 
 
@@ -176,3 +178,134 @@ def test_data_convert_waymo_reports_missing_input(tmp_path, capsys):
     assert main(["data", "convert-waymo", "--input", str(tmp_path / "none.tfrecord"),
                  "--output", str(tmp_path / "out")]) == 1
     assert "no Waymo files match" in capsys.readouterr().err
+
+
+# -- mistakes that used to slip through or end in a traceback ---------------------------------------
+
+
+def test_export_without_a_checkpoint_needs_allow_untrained(tmp_path, capsys):
+    workdir = str(tmp_path / "empty")
+    common = ["export", "--gin_file", "table3_baseline", "--workdir", workdir, "--task", "normals", *_args()]
+    assert main(common) == 2
+    err = capsys.readouterr().err
+    assert "task 'normals' has no checkpoint" in err and "--allow_untrained" in err
+    assert not os.path.exists(os.path.join(workdir, "normals", "export"))
+    assert main([*common, "--allow_untrained"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines()[-1] == os.path.join(workdir, "normals", "export", "0")
+    assert "taskology export: normals: writing step 0" in captured.err and "done in" in captured.err
+
+
+def test_train_without_an_experiment_is_a_usage_error(tmp_path, capsys):
+    assert main(["train", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no experiment given" in err and "--gin_file" in err and "table3_consistency" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value, message", [
+    ("5.5", "Experiment.train_steps must be a whole number, got 5.5 (float)"),
+    ("'five'", "Experiment.train_steps must be a whole number, got 'five' (str)"),
+])
+def test_train_steps_must_be_a_whole_number(tmp_path, capsys, value, message):
+    assert main(["train", "--gin_file", "table3_baseline", "--workdir", str(tmp_path),
+                 *_args(f"Experiment.train_steps = {value}")]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_misspelt_task_scope_is_an_error(tmp_path, capsys):
+    assert main(["train", "--gin_file", "table3_consistency", "--workdir", str(tmp_path),
+                 *_args("nromals/TaskTrainer.batch_size = 2")]) == 1
+    err = capsys.readouterr().err
+    assert "'nromals/TaskTrainer.batch_size'" in err and "'nromals' is not a task" in err
+    assert "Did you mean 'normals/TaskTrainer'?" in err
+
+
+def test_workdir_under_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    assert main(["train", "--gin_file", "table3_baseline", "--workdir", str(tmp_path / "a_file" / "run"),
+                 *_args()]) == 1
+    err = capsys.readouterr().err
+    assert "a_file is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_second_trainer_on_a_locked_workdir_stops_at_once(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    holder = ("import sys, time\nfrom taskology_tf.core.workdir import lock\nheld = lock(sys.argv[1])\n"
+              "print('locked', flush=True)\ntime.sleep(600)\n")
+    workdir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-c", holder, str(workdir / "normals")], stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout.readline().strip() == "locked"
+        assert main(["train", "--gin_file", "table3_baseline", "--workdir", str(workdir), *_args()]) == 1
+        err = capsys.readouterr().err
+        assert f"is in use by another trainer: PID {process.pid} on host" in err
+        assert not os.path.exists(workdir / "depth" / "ckpt")  # nothing trained
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_damaged_records_are_named(tmp_path, capsys):
+    out_dir = tmp_path / "records"
+    assert main(["data", "synth", "--out_dir", str(out_dir), "--num_examples", "4", "--height", "32",
+                 "--width", "64"]) == 0
+    (shard,) = capsys.readouterr().out.split()
+    data = open(shard, "rb").read()
+    open(shard, "wb").write(data[: len(data) - 100])  # inside the last record
+    code = main(["train", "--gin_file", "table3_baseline", "--workdir", str(tmp_path / "run"), "--no_progress", *_args(
+        "Experiment.tasks = ['normals']", "normals/TaskTrainer.dedicated = @tfrecords()", f"tfrecords.paths = '{shard}'")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"TFRecord file {shard} is truncated" in err and "Traceback" not in err
+
+
+def test_sigint_and_sigterm_save_a_checkpoint_and_exit_without_a_traceback(tmp_path):
+    """Ctrl-C (exit 130) and SIGTERM (exit 0) while training: the step finishes, a checkpoint of it is written,
+    and the rerun resumes from it."""
+    import signal
+    import subprocess
+    import sys
+
+    from taskology_tf.testing import wait_for
+
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "taskology_tf.cli", "train", "--gin_file", "table3_baseline", "--workdir",
+               str(workdir), "--no_progress", *_args("Experiment.tasks = ['normals']", "Experiment.train_steps = 100000",
+                                                     "TaskTrainer.checkpoint_every = 1000")]
+
+    def run_until_training_then(signum):
+        logs = workdir / "normals" / "logs" / "train"
+
+        def event_files():
+            return len(os.listdir(logs)) if logs.is_dir() else 0
+
+        before = event_files()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # Training has started once this run wrote the summaries of its first step (a new event file).
+            assert wait_for(lambda: event_files() > before or process.poll() is not None, timeout=300)
+            assert process.poll() is None, process.communicate()
+            process.send_signal(signum)
+            out, err = process.communicate(timeout=300)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        return process.returncode, err
+
+    code, err = run_until_training_then(signal.SIGINT)
+    assert code == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "taskology: stopped by SIGINT at step " in err and "Run the same command again to resume." in err
+    step = int(err.split("stopped by SIGINT at step ")[1].split(";")[0])
+    assert step > 0 and os.path.exists(workdir / "normals" / "ckpt" / f"ckpt-{step}.index")
+
+    code, err = run_until_training_then(signal.SIGTERM)
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err and "taskology: stopped by SIGTERM at step " in err
+    resumed = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    assert resumed > step and os.path.exists(workdir / "normals" / "ckpt" / f"ckpt-{resumed}.index")

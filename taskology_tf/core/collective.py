@@ -14,10 +14,16 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import logging
+
 import tensorflow as tf
 
+from taskology_tf.core import stopping
 from taskology_tf.core.peer import InProcessPeer
-from taskology_tf.core.trainer import TaskTrainer, batched
+from taskology_tf.core.trainer import TRACING_NOTE, TaskTrainer, batched
+from taskology_tf.data import errors as data_errors
+
+log = logging.getLogger(__name__)
 
 
 class Collective:
@@ -66,6 +72,32 @@ class Collective:
         self._mediator_iter = None
         self._seed = seed
         self._shuffle_buffer = shuffle_buffer
+        self._align_resumed_steps()
+        # Every trainer counts the shared mediator batches it was given (and checkpoints the count): the
+        # stream resumes where the interrupted run left it.
+        training = [t for t in trainers if not t.frozen]
+        self._mediator_skip = max((int(t.data_drawn[1].numpy()) for t in training), default=0)
+
+    def _align_resumed_steps(self) -> None:
+        """After an interruption between the trainers' saves (one at step 14, another still at 12), bring the
+        ones ahead back to the common step when they still have its checkpoint, so the resumed rounds are the
+        rounds of an uninterrupted run (peers at the same step)."""
+        training = [t for t in self.trainers.values() if not t.frozen and t._manager is not None]
+        steps = {t.step for t in training}
+        if len(steps) <= 1:
+            return
+        common = min(steps)
+        for trainer in training:
+            if trainer.step == common:
+                continue
+            prefix = next((p for p in trainer.listed_checkpoints() if p.endswith(f"-{common}")), None)
+            if prefix is None:
+                log.warning("Task %r is at step %d, its peers at %d, and its checkpoint of step %d is gone: the "
+                            "others catch up against its newer weights.", trainer.name, trainer.step, common, common)
+                continue
+            log.info("Task %r: back to step %d (%s), the step its peers' checkpoints reached.", trainer.name, common,
+                     prefix)
+            trainer.restore(prefix)
 
     @property
     def step(self) -> int:
@@ -77,9 +109,10 @@ class Collective:
         if self.mediator is None:
             return None
         if self._mediator_iter is None:
-            ds = batched(self.mediator, self.mediator_batch_size, repeat=True, shuffle=self._shuffle_buffer, seed=self._seed)
+            ds = batched(self.mediator, self.mediator_batch_size, repeat=True, shuffle=self._shuffle_buffer, seed=self._seed,
+                         skip=self._mediator_skip)
             self._mediator_iter = iter(ds)
-        return next(self._mediator_iter)
+        return data_errors.next_batch(self._mediator_iter, "the collective's mediator data", self.mediator)
 
     def round(self) -> dict[str, dict[str, float]]:
         """One step of every trainer that is at the collective's step; returns loss terms by task."""
@@ -110,13 +143,22 @@ class Collective:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_steps, initial=self.step, desc=desc, disable=not progress, dynamic_ncols=True)
-        while self.step < num_steps:
-            losses = self.round()
-            bar.update(1)
-            bar.set_postfix({name: f"{v['total']:.3f}" for name, v in losses.items()})
-        bar.close()
-        for trainer in self.trainers.values():
-            trainer.save()
+        if self.step < num_steps:
+            bar.set_postfix_str(TRACING_NOTE)
+        try:
+            with stopping.training_loop():
+                while self.step < num_steps:
+                    losses = self.round()
+                    stopping.check(self.save, self.step)
+                    bar.update(1)
+                    bar.set_postfix({name: f"{v['total']:.3f}" for name, v in losses.items()})
+        finally:
+            bar.close()
+        self.save()
+
+    def save(self) -> list[str]:
+        """A checkpoint of every trainer at its current step; returns their paths."""
+        return [p for p in (t.save() for t in self.trainers.values()) if p]
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         """Each trainer's metrics on its evaluation data."""

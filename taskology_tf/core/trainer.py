@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from typing import Any, Mapping, Sequence
 
@@ -34,29 +35,50 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from taskology_tf.core import distribute
+from taskology_tf.core import distribute, stopping, workdir as workdir_lib
 from taskology_tf.core.peer import Peer
 from taskology_tf.core.relation import Relation
 from taskology_tf.core.schedule import Schedule
 from taskology_tf.core.task import Task
+from taskology_tf.core.validation import whole_number
+from taskology_tf.data import errors as data_errors
 from taskology_tf.data.example import check_element_spec
 from taskology_tf.weighting import InstanceParameters, Weighting, make_weighting  # also registers them with gin
 
 
 log = logging.getLogger(__name__)
 
+# Shown next to the progress bar while the first step runs: tracing (and compiling) the step takes seconds.
+TRACING_NOTE = "first step: tracing the training graph (seconds to a minute on a CPU)"
+
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or Inf; the update was not applied and no checkpoint was written."""
 
 
-def batched(dataset: tf.data.Dataset, batch_size: int, *, repeat: bool, shuffle: int = 0, seed: int = 0) -> tf.data.Dataset:
-    """Shuffle (optional), repeat (optional), batch with a static batch size, prefetch."""
+def batched(dataset: tf.data.Dataset, batch_size: int, *, repeat: bool, shuffle: int = 0, seed: int = 0,
+            skip: int = 0) -> tf.data.Dataset:
+    """Shuffle (optional), repeat (optional), batch with a static batch size, skip ``skip`` batches, prefetch.
+
+    With a seed the order is a function of the seed alone, so skipping the batches a run already drew
+    continues its stream exactly where it stopped (resuming from a checkpoint).
+    """
     if shuffle:
         dataset = dataset.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    return dataset.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=repeat)
+    if skip:
+        dataset = dataset.skip(int(skip))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed from: it belongs to another network, or its files are damaged."""
+
+
+class CheckpointDamagedError(CheckpointError):
+    """Every checkpoint of a trainer is unreadable (truncated or corrupt files)."""
 
 
 def _describe(value: Any) -> str:
@@ -80,7 +102,7 @@ def _average_loss(per_example, global_batch_size=None):
     return tf.nn.compute_average_loss(x, global_batch_size=global_batch_size)
 
 
-@gin.configurable(denylist=["task", "relations", "peers", "workdir"])
+@gin.configurable(denylist=["task", "relations", "peers", "workdir", "lock_workdir"])
 class TaskTrainer:
     """Trains one task.
 
@@ -124,6 +146,14 @@ class TaskTrainer:
         arguments from gin, e.g. ``InstanceParameters.learning_rate``) or a ``Weighting`` built with the task's
         term names. The strategy's state is updated in ``apply`` and saved in the trainer's checkpoints;
         ``'instance'`` keys its table on the dedicated data's ``id``. Default strategy only.
+      lock_workdir: hold the lock of ``workdir`` (``core/workdir.py``) while the trainer lives, so that a second
+        trainer on the same folder stops at once; False for read-only uses (evaluation, export).
+
+    Checkpoints hold the network, the optimizer, the step and how many batches each data stream has
+    given, so a resumed run continues every stream where it stopped (the same batches as a run that was
+    never interrupted). When the newest checkpoint is unreadable (truncated or corrupt ``.index`` or
+    ``.data`` files), the trainer logs which file is damaged, moves that checkpoint's files to
+    ``ckpt/damaged/`` and resumes from the newest intact one.
     """
 
     def __init__(
@@ -156,9 +186,8 @@ class TaskTrainer:
         frozen: bool = False,
         init_checkpoint: str | None = None,
         weighting: Any = None,
+        lock_workdir: bool = True,
     ):
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.task = task
         self.name = task.name
         self.relations = tuple(relations)
@@ -167,19 +196,21 @@ class TaskTrainer:
                 raise ValueError(f"Relation {rel.name!r} ties {list(rel.tasks)}; it does not involve task {self.name!r}.")
         self.peers: dict[str, Peer] = dict(peers or {})
         self.workdir = workdir
-        self.batch_size = int(batch_size)
-        self.mediator_batch_size = int(mediator_batch_size or batch_size)
+        where = f"{task.name}/TaskTrainer"
+        self.batch_size = whole_number(f"{where}.batch_size", batch_size, 1)
+        self.mediator_batch_size = whole_number(f"{where}.mediator_batch_size", mediator_batch_size or batch_size, 1)
         self.schedule = Schedule.parse(schedule)
-        self.peer_refresh_steps = int(peer_refresh_steps)
+        self.peer_refresh_steps = whole_number(f"{where}.peer_refresh_steps", peer_refresh_steps)
         self.peer_refresh_seconds = peer_refresh_seconds
-        self.checkpoint_every = int(checkpoint_every)
-        self.summary_every = int(summary_every)
-        self.eval_every = int(eval_every)
-        self.image_summaries = int(image_summaries)
-        self.export_every = int(export_every)
-        self.export_keep = int(export_keep)
-        self.seed = int(seed)
-        self.shuffle_buffer = int(shuffle_buffer)
+        self.checkpoint_every = whole_number(f"{where}.checkpoint_every", checkpoint_every)
+        self.summary_every = whole_number(f"{where}.summary_every", summary_every)
+        self.eval_every = whole_number(f"{where}.eval_every", eval_every)
+        self.image_summaries = whole_number(f"{where}.image_summaries", image_summaries)
+        self.export_every = whole_number(f"{where}.export_every", export_every)
+        self.export_keep = whole_number(f"{where}.export_keep", export_keep)
+        self.seed = whole_number(f"{where}.seed", seed, None)
+        self.shuffle_buffer = whole_number(f"{where}.shuffle_buffer", shuffle_buffer)
+        max_to_keep = whole_number(f"{where}.max_to_keep", max_to_keep, 1)
         self.frozen = bool(frozen)
         self.init_checkpoint = init_checkpoint
         self.strategy = distribute.resolve_strategy(strategy)
@@ -217,6 +248,8 @@ class TaskTrainer:
             self.optimizer = self._optimizer_in_scope(optimizer) if optimizer is not None else task.make_optimizer()
             self.optimizer.build(self.model.trainable_variables)
             self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{self.name}_step")
+            # Batches drawn so far from the dedicated and the mediator stream (checkpointed: exact resume).
+            self.data_drawn = tf.Variable([0, 0], dtype=tf.int64, trainable=False, name=f"{self.name}_data_drawn")
 
         self._dedicated_iter = None
         self._mediator_iter = None
@@ -234,20 +267,25 @@ class TaskTrainer:
 
         self.weighting = self._make_weighting(weighting, jit_compile) if weighting is not None else None
         extra = {"weighting": self.weighting} if self.weighting is not None else {}
-        self._ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step_var, **extra)
+        self._ckpt_objects = dict(model=self.model, optimizer=self.optimizer, step=self.step_var, **extra)
+        self._ckpt = tf.train.Checkpoint(data=self.data_drawn, **self._ckpt_objects)
         self._manager = None
+        self._max_to_keep = max_to_keep
         self._writers: dict[str, Any] = {}
         self._last_time = None
         self._last_step = None
+        self._lock = None
+        self.restored_from: str | None = None  # the checkpoint (own or init_checkpoint) the weights came from
         if workdir:
-            os.makedirs(workdir, exist_ok=True)
-            self._manager = tf.train.CheckpointManager(
-                self._ckpt, os.path.join(workdir, "ckpt"), max_to_keep=max_to_keep, step_counter=self.step_var
-            )
+            if lock_workdir:
+                self._lock = workdir_lib.lock(workdir)
+            else:
+                workdir_lib.prepare(workdir)
+            self._manager = self._make_manager()
             self.restore()
         if self._manager is None or self._manager.latest_checkpoint is None:
             if init_checkpoint:
-                self.restore_model(init_checkpoint)
+                self.restored_from = self.restore_model(init_checkpoint)
             elif self.frozen:
                 log.warning("Task %r is frozen but starts from random weights (no checkpoint of its own and no "
                             "init_checkpoint); set %s/TaskTrainer.init_checkpoint.", self.name, self.name)
@@ -311,13 +349,17 @@ class TaskTrainer:
         return tuple(tf.function(terms).get_concrete_function(spec).structured_outputs)
 
     # --- data ----------------------------------------------------------------------------------
-    def _host_stream(self, dataset: tf.data.Dataset, global_batch: int, seed: int):
+    def _host_stream(self, dataset: tf.data.Dataset, global_batch: int, seed: int, skip: int = 0):
         """Iterator over this process's batches: all of ``global_batch``, or a worker's share of it in a
-        multi-worker job (each worker reading its own shard of the data)."""
+        multi-worker job (each worker reading its own shard of the data); the first ``skip`` batches left out."""
         shards, index = self._input_shard
         if shards > 1:
             dataset = dataset.shard(shards, index)
-        return iter(batched(dataset, global_batch // shards, repeat=True, shuffle=self.shuffle_buffer, seed=seed))
+        if skip:
+            log.info("Task %r: skipping the %d batch(es) drawn before the checkpoint, to continue the data stream "
+                     "where it stopped.", self.name, skip)
+        return iter(batched(dataset, global_batch // shards, repeat=True, shuffle=self.shuffle_buffer, seed=seed,
+                            skip=skip))
 
     def mediator_keys(self) -> tuple[str, ...]:
         """Example keys a mediator batch must have for this trainer (own inputs, relation and peer inputs)."""
@@ -328,22 +370,32 @@ class TaskTrainer:
             keys += list(getattr(peer, "input_keys", ()))
         return tuple(dict.fromkeys(keys))
 
+    def _count_drawn(self, stream: int) -> None:
+        self.data_drawn.assign_add(tf.one_hot(stream, 2, dtype=tf.int64))
+
     def next_dedicated(self):
         if self.dedicated is None:
             return None
         if self._dedicated_iter is None:
-            self._dedicated_iter = self._host_stream(self.dedicated, self.batch_size, self.seed)
-        return next(self._dedicated_iter)
+            skip = int(self.data_drawn[0].numpy())  # continue where the checkpointed run stopped
+            self._dedicated_iter = self._host_stream(self.dedicated, self.batch_size, self.seed, skip)
+        batch = data_errors.next_batch(self._dedicated_iter, f"Task {self.name!r} (dedicated data)", self.dedicated)
+        self._count_drawn(0)
+        return batch
 
     def next_mediator(self):
         """The next mediator batch of the trainer's own stream (one batch of look-ahead for prefetching peers)."""
         if self.mediator is None:
             return None
         if self._mediator_iter is None:
-            self._mediator_iter = self._host_stream(self.mediator, self.mediator_batch_size, self.seed + 1)
-        batch = self._mediator_lookahead if self._mediator_lookahead is not None else next(self._mediator_iter)
+            skip = int(self.data_drawn[1].numpy())
+            self._mediator_iter = self._host_stream(self.mediator, self.mediator_batch_size, self.seed + 1, skip)
+        what = f"Task {self.name!r} (mediator data)"
+        batch = (self._mediator_lookahead if self._mediator_lookahead is not None
+                 else data_errors.next_batch(self._mediator_iter, what, self.mediator))
         has_prefetchers = any(hasattr(p, "prefetch_next") for p in self.peers.values())
-        self._mediator_lookahead = next(self._mediator_iter) if has_prefetchers else None
+        self._mediator_lookahead = data_errors.next_batch(self._mediator_iter, what, self.mediator) if has_prefetchers else None
+        self._count_drawn(1)  # the look-ahead counts when it is used
         return batch
 
     def _prefetch_peers(self) -> None:
@@ -383,8 +435,10 @@ class TaskTrainer:
             try:
                 out[name] = peer.predict({k: mediator_batch[k] for k in keys})
             except ConnectionError as e:  # a served peer that is down: train on what we have
-                self.peer_unavailable_steps[name] = self.peer_unavailable_steps.get(name, 0) + 1
-                if self.peer_unavailable_steps[name] in (1, 10, 100) or self.peer_unavailable_steps[name] % 1000 == 0:
+                count = self.peer_unavailable_steps[name] = self.peer_unavailable_steps.get(name, 0) + 1
+                if getattr(e, "before_first_answer", False) and count < 100:
+                    continue  # start-up (no version published yet): the peer logged it once; not worth a warning
+                if count in (1, 10, 100) or count % 1000 == 0:
                     log.warning("Task %r: peer %r unavailable (%s); relation terms that need it are skipped "
                                 "(%d steps so far).", self.name, name, e, self.peer_unavailable_steps[name])
         return out
@@ -498,6 +552,8 @@ class TaskTrainer:
         """
         if self.frozen:
             return None
+        if mediator_batch is not None:
+            self._count_drawn(1)  # a collective's shared stream: its position is checkpointed by every trainer
         step = self.step
         for peer in self.peers.values():
             peer.on_step(step)
@@ -571,17 +627,25 @@ class TaskTrainer:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_steps, initial=self.step, desc=self.name, disable=not progress, dynamic_ncols=True)
-        while self.step < num_steps:
-            down_before = sum(self.peer_unavailable_steps.values())
-            values = self.train_step()
-            if values is None:
-                if sum(self.peer_unavailable_steps.values()) > down_before:
-                    time.sleep(0.5)  # only peer-dependent work this step and the peers are down: wait for them
-                    continue
-                break
-            bar.update(1)
-            bar.set_postfix(loss=f"{values['total']:.4f}")
-        bar.close()
+        first = True
+        try:
+            with stopping.training_loop():
+                while self.step < num_steps:
+                    if first:
+                        bar.set_postfix_str(TRACING_NOTE)
+                    down_before = sum(self.peer_unavailable_steps.values())
+                    values = self.train_step()
+                    stopping.check(lambda: [self.save()], self.step)
+                    if values is None:
+                        if sum(self.peer_unavailable_steps.values()) > down_before:
+                            time.sleep(0.5)  # only peer-dependent work this step and the peers are down: wait for them
+                            continue
+                        break
+                    first = False
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values['total']:.4f}")
+        finally:
+            bar.close()
         self.save()
         return self.evaluate() if self.eval_data is not None else {}
 
@@ -635,20 +699,120 @@ class TaskTrainer:
         return export_model(self.model, os.path.join(self.workdir, "export"), self.step, keep=self.export_keep or None,
                             image_size_multiple=self.task.image_size_multiple)
 
-    def restore(self, path: str | None = None) -> int:
-        """Restore the latest (or given) checkpoint; returns the restored step (0 when none)."""
-        path = path or (self._manager.latest_checkpoint if self._manager else None)
-        if path:
+    def _make_manager(self):
+        return tf.train.CheckpointManager(
+            self._ckpt, os.path.join(self.workdir, "ckpt"), max_to_keep=self._max_to_keep, step_counter=self.step_var
+        )
+
+    def listed_checkpoints(self) -> list[str]:
+        """The checkpoint prefixes the ``ckpt/checkpoint`` state lists, oldest first, the latest last (also
+        those the manager does not track: kept by an older run's policy, or listed without timestamps)."""
+        if self._manager is None:
+            return []
+        ckpt_dir = os.path.join(self.workdir, "ckpt")
+        state = tf.train.get_checkpoint_state(ckpt_dir)
+        if state is None:
+            return []
+        full = lambda p: p if os.path.isabs(p) else os.path.join(ckpt_dir, p)  # noqa: E731
+        listed = [full(p) for p in state.all_model_checkpoint_paths]
+        latest = full(state.model_checkpoint_path) if state.model_checkpoint_path else None
+        if latest and latest not in listed:
+            listed.append(latest)
+        elif latest:
+            listed.remove(latest)
+            listed.append(latest)
+        return listed
+
+    def _restore_from(self, path: str) -> None:
+        """Restore everything from ``path``; a checkpoint written before data positions were saved restores
+        the rest (its data streams then start from their beginning)."""
+        try:
+            self._ckpt.restore(path).assert_existing_objects_matched().expect_partial()
+            return
+        except AssertionError:
             try:
-                self._ckpt.restore(path).assert_existing_objects_matched().expect_partial()
-            except (AssertionError, ValueError, tf.errors.OpError) as e:
-                hint = ("" if self.weighting is None else
-                        f" The trainer has weighting {self.weighting!r}: resume with the weighting that wrote the run.")
-                raise RuntimeError(
-                    f"Task {self.name!r}: checkpoint {path} does not match the task's network ({e}). "
-                    "Use a fresh --workdir, or the same task configuration that wrote it." + hint
-                ) from e
+                tf.train.Checkpoint(**self._ckpt_objects).restore(path).assert_existing_objects_matched().expect_partial()
+            except (AssertionError, ValueError, tf.errors.OpError):
+                raise
+            self.data_drawn.assign([0, 0])
+            log.info("Task %r: %s predates saved data positions; the data streams start from their beginning.",
+                     self.name, path)
+
+    def restore(self, path: str | None = None) -> int:
+        """Restore the latest (or given) checkpoint; returns the restored step (0 when none).
+
+        Without ``path``, a damaged newest checkpoint (unreadable ``.index`` or ``.data`` files) is moved to
+        ``ckpt/damaged/`` with one warning naming the bad file, and the next newest is tried, down to the
+        oldest kept; intact files that do not fit the network are a configuration error (nothing is moved).
+        """
+        if path is None and self._manager is not None:
+            candidates = list(reversed(self.listed_checkpoints()))
+        else:
+            candidates = [path] if path else []
+        damaged = []
+        for candidate in candidates:
+            try:
+                self._restore_from(candidate)
+            except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:
+                problem = checkpoint_damage(candidate)
+                if problem is None or path is not None:
+                    hint = ("" if self.weighting is None else
+                            f" The trainer has weighting {self.weighting!r}: resume with the weighting that wrote the run.")
+                    what = f"is damaged ({problem})" if problem else f"does not match the task's network ({e})"
+                    raise CheckpointError(
+                        f"Task {self.name!r}: checkpoint {candidate} {what}. "
+                        + ("Restore it from a backup, or pass another checkpoint." if problem else
+                           "Use a fresh --workdir, or the same task configuration that wrote it." + hint)
+                    ) from e
+                damaged.append((candidate, problem))
+                continue
+            self.restored_from = candidate
+            break
+        if damaged:
+            self._set_aside(damaged)
+            if self.restored_from is None:
+                raise CheckpointDamagedError(
+                    f"Task {self.name!r}: every checkpoint under {os.path.join(self.workdir, 'ckpt')} is damaged "
+                    f"({'; '.join(p for _, p in damaged)}); they were moved to its damaged/ folder. Restore them "
+                    "from a backup, or rerun to start the task from scratch."
+                )
         return self.step
+
+    def _set_aside(self, damaged) -> None:
+        """Move the files of damaged checkpoints to ``ckpt/damaged/``, log each with the checkpoint resumed
+        from, and rewrite the checkpoint list so that saving continues past them."""
+        from tensorflow.python.checkpoint import checkpoint_management
+
+        ckpt_dir = os.path.join(self.workdir, "ckpt")
+        aside = os.path.join(ckpt_dir, "damaged")
+        os.makedirs(aside, exist_ok=True)
+        bad = {prefix for prefix, _ in damaged}
+        for prefix, problem in damaged:
+            for f in tf.io.gfile.glob(f"{prefix}.*"):
+                os.replace(f, os.path.join(aside, os.path.basename(f)))
+            resumed = (f"resuming from {os.path.basename(self.restored_from)} (step {self.step}) instead"
+                       if self.restored_from else "no older intact checkpoint")
+            log.warning("Task %r: %s; %s. Its files were moved to %s.", self.name, problem, resumed, aside)
+        state = tf.train.get_checkpoint_state(ckpt_dir)
+        listed = list(state.all_model_checkpoint_paths) if state else []
+        stamps = list(state.all_model_checkpoint_timestamps) if state else []
+        if len(stamps) != len(listed):
+            stamps = [time.time()] * len(listed)
+        full = [p if os.path.isabs(p) else os.path.join(ckpt_dir, p) for p in listed]
+        kept = [(p, t) for p, t in zip(full, stamps) if p not in bad]
+        if kept:
+            # With their timestamps, or the manager would stop tracking (and never delete) the kept ones.
+            checkpoint_management.update_checkpoint_state_internal(
+                save_dir=ckpt_dir, model_checkpoint_path=kept[-1][0], all_model_checkpoint_paths=[p for p, _ in kept],
+                all_model_checkpoint_timestamps=[t for _, t in kept],
+                last_preserved_timestamp=state.last_preserved_timestamp, save_relative_paths=True,
+            )
+        else:
+            try:
+                os.remove(os.path.join(ckpt_dir, "checkpoint"))
+            except FileNotFoundError:
+                pass
+        self._manager = self._make_manager()
 
     def restore_model(self, checkpoint: str) -> str:
         """Load only the network's weights from ``checkpoint`` (a prefix, or a folder holding checkpoints
@@ -681,7 +845,12 @@ class TaskTrainer:
         check_element_spec(data.element_spec, self.task.labelled_keys(), f"Task {self.name!r} (evaluation data)")
         metrics = self.task.make_metrics()
         first = None
-        for batch in batched(data, batch_size or self.batch_size, repeat=False):
+        batches = iter(batched(data, batch_size or self.batch_size, repeat=False))
+        while True:
+            try:
+                batch = data_errors.next_batch(batches, f"Task {self.name!r} (evaluation data)", data)
+            except StopIteration:
+                break
             preds = self.predict(batch)
             batch_np = {k: v.numpy() for k, v in batch.items()}
             preds_np = {k: v.numpy() for k, v in preds.items()}
@@ -701,10 +870,46 @@ class TaskTrainer:
         return result
 
     def close(self) -> None:
+        """Flush the summaries and release the workdir's lock."""
         for w in self._writers.values():
             w.flush()
             w.close()
         self._writers.clear()
+        if self._lock is not None:
+            self._lock.release()
+
+
+def checkpoint_damage(prefix: str) -> str | None:
+    """Why the files of checkpoint ``prefix`` cannot be read (naming the bad file), or None when they read fine.
+
+    Reads the index and every tensor (TensorFlow checks each tensor's checksum), so it costs a full read;
+    called only after a restore failed, to tell damaged files from a checkpoint of another network.
+    """
+    index = f"{prefix}.index"
+    if not os.path.exists(index):
+        return f"checkpoint file {index} is missing"
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        return f"checkpoint file {index} is damaged ({_first_line(e)})"
+    shards = sorted(tf.io.gfile.glob(f"{prefix}.data-*"))
+    try:
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        message = _first_line(e)
+        shard = re.search(r"shard (\d+)", message)
+        if shard and len(shards) > int(shard.group(1)):
+            files = shards[int(shard.group(1))]
+        else:
+            files = shards[0] if len(shards) == 1 else f"{prefix}.data-*"
+        return f"checkpoint file {files} is damaged ({message})"
+    return None
+
+
+def _first_line(error: Exception) -> str:
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    return text.strip().splitlines()[0][:300]
 
 
 def resolve_checkpoint(path: str) -> str | None:

@@ -18,7 +18,11 @@ What happens:
 4. Every child's output is copied to stdout, each line prefixed ``[task:trainer]`` or
    ``[task:server]``; a progress view shows each trainer's latest checkpointed/exported step.
 5. A trainer that exits non-zero (or is killed) is restarted with the same command and resumes from
-   its last checkpoint, up to ``--max_restarts`` times; exit code 2 (a usage error) is not retried.
+   its last checkpoint, up to ``--max_restarts`` times; exit code 2 (a usage error) is not retried, nor
+   a failure identical to the previous one (same exit code and last line of output) with no checkpoint
+   written in between: a deterministic error (a damaged file, a locked workdir) would only repeat. A
+   trainer that exits 0 before its last step (stopped by a SIGTERM from outside, checkpoint saved) is
+   restarted too.
    A server that dies is restarted on the same port if it can bind it, else on a new one (trainers
    started afterwards get the new address).
 6. When every trainer has finished, the servers get SIGTERM (SIGKILL after a grace period), a metrics
@@ -32,6 +36,7 @@ Children run in their own process groups; on Linux they also get SIGTERM if the 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import os
 import re
@@ -108,6 +113,7 @@ def plan_launch(gin_files: Sequence[str], gin_params: Sequence[str] = (), import
 
     from taskology_tf.cli import UsageError, parse_gin
     from taskology_tf.core.registry import UnknownNameError, relation_factory, task_factory
+    from taskology_tf.core.validation import check_gin_scopes, whole_number
 
     remote = dict(remote or {})
     try:
@@ -120,11 +126,14 @@ def plan_launch(gin_files: Sequence[str], gin_params: Sequence[str] = (), import
         for name in all_tasks:
             task_factory(name)  # an unknown task fails here, before any process starts
         relations = []
-        for name in _query("Experiment.relations", ()) or ():
+        relation_names = list(_query("Experiment.relations", ()) or ())
+        for name in relation_names:
             factory = relation_factory(name)
             with gin.config_scope(name):
                 relations.append(factory())
-        train_steps = int(_query("Experiment.train_steps", _experiment_default("train_steps")))
+        train_steps = whole_number("Experiment.train_steps",
+                                   _query("Experiment.train_steps", _experiment_default("train_steps")))
+        check_gin_scopes(all_tasks, relation_names)
     except UsageError as e:
         raise LaunchError(str(e)) from e
     except UnknownNameError as e:
@@ -215,6 +224,16 @@ class _Child:
         self.started_at = 0.0
         self.port: int | None = None  # servers: the port the latest attempt that came up printed
         self.port_seen = threading.Event()
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=50)  # of the current attempt
+        self.last_failure: tuple[int, str, int] | None = None  # (exit code, last line, checkpoint step)
+
+    def failure_line(self) -> str:
+        """The last meaningful line of the attempt's output (an error message, usually)."""
+        for line in reversed(self.last_lines):
+            text = line.strip()
+            if text and "TASKOLOGY_TRACEBACK" not in text:
+                return text
+        return ""
 
     @property
     def pid(self) -> int | None:
@@ -326,6 +345,7 @@ class Launcher:
             line = _last_update(raw.decode("utf-8", errors="replace"))
             if line is None:
                 continue
+            child.last_lines.append(line)
             if child.role == "server" and not child.port_seen.is_set():
                 m = _PORT_LINE.match(line)
                 if m:
@@ -351,6 +371,7 @@ class Launcher:
         child.argv = argv
         child.port_seen.clear()
         child.exit_code = None
+        child.last_lines.clear()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 env=self.env, start_new_session=True,
                                 preexec_fn=self._preexec)
@@ -425,23 +446,34 @@ class Launcher:
         if child.state != "running" or child.alive():
             return
         code = self._reap(child)
+        step = _checkpoint_step(os.path.join(self.workdir, child.task))
         if code == 0:
-            child.state = "done"
-            self.log(f"the trainer of {child.task!r} finished.")
-            return
+            if step >= self.plan.train_steps or os.path.exists(os.path.join(self.workdir, child.task, "metrics.json")):
+                child.state = "done"
+                self.log(f"the trainer of {child.task!r} finished.")
+                return
+            code_text = f"exited with code 0 at step {step} of {self.plan.train_steps} (stopped from outside)"
+        else:
+            code_text = _describe_exit(code)
         if code == EXIT_USAGE:
             child.state = "failed"
-            self.log(f"the trainer of {child.task!r} {_describe_exit(code)} (a usage error); not restarting it.")
+            self.log(f"the trainer of {child.task!r} {code_text} (a usage error); not restarting it.")
             return
+        failure = (code, child.failure_line(), step)
+        if code != 0 and failure == child.last_failure:
+            child.state = "failed"
+            self.log(f"the trainer of {child.task!r} {code_text} again with the same error and no new checkpoint "
+                     f"(\"{failure[1][:300]}\"); not restarting it: it would only fail the same way.")
+            return
+        child.last_failure = failure
         if child.restarts >= self.max_restarts:
             child.state = "failed"
-            self.log(f"the trainer of {child.task!r} {_describe_exit(code)}; it was restarted {child.restarts} "
+            self.log(f"the trainer of {child.task!r} {code_text}; it was restarted {child.restarts} "
                      f"time(s) already (--max_restarts {self.max_restarts}), giving up.")
             return
         child.restarts += 1
-        step = _checkpoint_step(os.path.join(self.workdir, child.task))
         resume = f"resuming from its checkpoint at step {step}." if step else "starting over (no checkpoint yet)."
-        self.log(f"the trainer of {child.task!r} {_describe_exit(code)}; "
+        self.log(f"the trainer of {child.task!r} {code_text}; "
                  f"restart {child.restarts}/{self.max_restarts}, {resume}")
         self.start_trainer(child.task)
 
@@ -689,8 +721,13 @@ def launch_main(argv: Sequence[str] | None = None) -> int:
         remote = _parse_peers(args.peer)
         plan = plan_launch(args.gin_file, args.gin_param, args.imports, tasks, remote)
         from taskology_tf.cli import resolve_gin_file
+        from taskology_tf.core import workdir as workdir_lib
 
         gin_files = [os.path.abspath(resolve_gin_file(f)) for f in args.gin_file]
+        try:
+            workdir_lib.prepare(args.workdir)
+        except workdir_lib.WorkdirError as e:
+            raise LaunchError(str(e)) from None
     except LaunchError as e:
         print(f"taskology launch: error: {e}", file=sys.stderr)
         return EXIT_USAGE

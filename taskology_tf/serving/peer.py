@@ -77,12 +77,15 @@ class PeerUnavailable(ConnectionError):
     ``down_seconds`` (seconds since the server was last reached successfully, or since it went down).
     """
 
-    def __init__(self, message: str, task_name: str, address: str, down_steps: int, down_seconds: float):
+    def __init__(self, message: str, task_name: str, address: str, down_steps: int, down_seconds: float,
+                 before_first_answer: bool = False):
         super().__init__(message)
         self.task_name = task_name
         self.address = address
         self.down_steps = down_steps
         self.down_seconds = down_seconds
+        # The peer never answered yet (e.g. its trainer has not published version 0): expected at start-up.
+        self.before_first_answer = before_first_answer
 
 
 @dataclasses.dataclass
@@ -535,14 +538,19 @@ class ServingPeer(Peer):
             self._last_down_log = now
             self._next_probe = now + self.probe_seconds
             reuse = self.max_staleness_steps is not None or self.max_staleness_seconds is not None
-            log.warning(
-                "peer '%s': model '%s' at %s is unavailable (%s); %s; trying again every %.1f s.",
-                self.task_name, self.model_name, self.address, cause,
-                "reusing its last predictions within max_staleness_steps=%s / max_staleness_seconds=%s"
-                % (self.max_staleness_steps, self.max_staleness_seconds)
-                if reuse else "relation terms that read it cannot be computed until it is back",
-                self.probe_seconds,
-            )
+            if self._last is None:  # start-up: the peer's server has no version yet, or is not up yet
+                log.info("peer '%s': no predictions from model '%s' at %s yet (its first version may not be "
+                         "published yet); relation terms that read it wait for it.", self.task_name, self.model_name,
+                         self.address)
+            else:
+                log.warning(
+                    "peer '%s': model '%s' at %s is unavailable (%s); %s; trying again every %.1f s.",
+                    self.task_name, self.model_name, self.address, cause,
+                    "reusing its last predictions within max_staleness_steps=%s / max_staleness_seconds=%s"
+                    % (self.max_staleness_steps, self.max_staleness_seconds)
+                    if reuse else "relation terms that read it cannot be computed until it is back",
+                    self.probe_seconds,
+                )
         elif now - self._last_down_log >= STILL_DOWN_LOG_SECONDS:
             self._last_down_log = now
             log.warning(
@@ -562,6 +570,7 @@ class ServingPeer(Peer):
             self.address,
             down_steps,
             now - self._down_since,
+            before_first_answer=self._last is None,
         )
 
     def _reuse_refusal(self, shapes, now) -> str | None:

@@ -290,3 +290,39 @@ def test_sigterm_to_the_launcher_stops_every_child_and_returns_130(tmp_path):
     assert launcher.returncode == 130, "".join(lines)[-3000:]
     assert "[launch] interrupted: stopping every process." in out
     assert _processes_mentioning(workdir) == []
+
+
+def _fake_python(tmp_path, body):
+    """An executable standing in for the children's Python: runs ``body`` (sh) whatever the arguments."""
+    script = tmp_path / "fake_python"
+    script.write_text("#!/bin/sh\n" + body + "\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def _one_trainer(tmp_path, python, max_restarts=3):
+    plan = LaunchPlan(tasks=["depth"], peers={"depth": []}, served=[], remote={}, train_steps=6)
+    out = io.StringIO()
+    return Launcher(plan, str(tmp_path / "run"), [], python=python, max_restarts=max_restarts, progress=False,
+                    out=out), out
+
+
+def test_identical_failure_without_progress_is_not_retried(tmp_path):
+    python = _fake_python(tmp_path, 'echo "taskology: error: checkpoint file x/ckpt-14.index is damaged"\n'
+                                    'echo "(set TASKOLOGY_TRACEBACK=1 for the traceback)"\nexit 1')
+    launcher, out = _one_trainer(tmp_path, python)
+    assert launcher.run() == 1
+    text = out.getvalue()
+    assert launcher.trainers["depth"].restarts == 1  # once, in case it was transient; then it is the same again
+    assert "exited with code 1 again with the same error and no new checkpoint" in text
+    assert '"taskology: error: checkpoint file x/ckpt-14.index is damaged"' in text and "not restarting it" in text
+
+
+def test_trainer_stopped_from_outside_with_exit_0_is_restarted(tmp_path):
+    """A trainer that got SIGTERM from someone else saves and exits 0 before its last step: not 'finished'."""
+    python = _fake_python(tmp_path, "exit 0")
+    launcher, out = _one_trainer(tmp_path, python, max_restarts=2)
+    assert launcher.run() == 1
+    text = out.getvalue()
+    assert "exited with code 0 at step 0 of 6 (stopped from outside); restart 1/2" in text
+    assert "restarted 2 time(s) already" in text and "finished" not in text

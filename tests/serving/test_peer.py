@@ -433,3 +433,28 @@ def test_argument_errors():
         ServingPeer("depth", "localhost")
     with ServingPeer("depth", "localhost:1", prefetch=False) as peer:
         assert peer.model_name == "depth" and peer.version == -1 and peer.available
+
+
+def test_no_warnings_while_a_peer_has_no_version_yet(tmp_path, tiny, caplog):
+    """At start-up (taskology launch) the peers' servers run before any version exists: a note, not warnings."""
+    base = str(tmp_path / "m")
+    image = {"image": tiny.images(1)}
+    with tiny.serving({"m": base}) as (server, _):
+        with ServingPeer("depth", server.address, model_name="m", retries=0, prefetch=False) as peer:
+            with caplog.at_level(logging.INFO):
+                for step in range(3):
+                    peer.on_step(step)
+                    with pytest.raises(PeerUnavailable) as info:
+                        peer.predict(image)
+                    assert info.value.before_first_answer
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+            assert "no predictions from model 'm'" in caplog.text and "first version" in caplog.text
+            export_model(tiny.tiny_model(), base, 0)
+            assert wait_for(lambda: predicts(peer, image))
+            caplog.clear()
+            server.stop(grace=0)  # down after it answered: that is worth a warning
+            with caplog.at_level(logging.INFO):
+                with pytest.raises(PeerUnavailable) as info:
+                    peer.predict(image)
+            assert not info.value.before_first_answer
+            assert any(r.levelno == logging.WARNING and "is unavailable" in r.getMessage() for r in caplog.records)

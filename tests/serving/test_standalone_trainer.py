@@ -22,7 +22,8 @@ def _args(*params):
 def test_task_trains_against_served_peer_and_survives_it_going_down(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     # The normals job publishes version 0 (its untrained network) for the depth job to read.
-    assert main(["export", "--gin_file", "table3_consistency", "--workdir", workdir, "--task", "normals", *_args()]) == 0
+    assert main(["export", "--gin_file", "table3_consistency", "--workdir", workdir, "--task", "normals", *_args(),
+                 "--allow_untrained"]) == 0
     server = ModelServer({"normals": os.path.join(workdir, "normals", "export")}, poll_seconds=0.2)
     port = server.start()
     try:
