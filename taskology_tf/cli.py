@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("staleness", help="Sec. 4.4 / Fig. 5: unsupervised depth + ego-motion trained with stale "
                        "peers; plots depth Abs Rel against step per staleness (resumes)")
-    p.add_argument("--workdir", default="/tmp/taskology_staleness")
+    p.add_argument("--workdir", default="/tmp/taskology_staleness",
+                   help="folder for every run and staleness.png (resumes). Default /tmp/taskology_staleness")
     p.add_argument("--values", default="0,10,100,1000,2000",
                    help="comma-separated staleness values in steps (peer refresh period; 0 = synchronous)")
     p.add_argument("--steps", type=int, default=3000, help="training steps per run")
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _table_parser(sub, name: str, doc: str, rows_default: str | None, rows_help: str | None):
     """The subcommand of a paper table: --workdir, --steps, [--rows], --gin_param, --no_progress."""
     p = sub.add_parser(name, help=f"{doc}; prints the table (resumes)")
-    p.add_argument("--workdir", default=f"/tmp/taskology_{name}")
+    p.add_argument("--workdir", default=f"/tmp/taskology_{name}",
+                   help=f"folder for every row's run and the table (resumes). Default /tmp/taskology_{name}")
     p.add_argument("--steps", type=int, default=None, help="training steps per row (default: the experiment files')")
     if rows_default is not None:
         p.add_argument("--rows", default=rows_default, help=rows_help)

@@ -309,3 +309,26 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_without_a_traceback(tmp_p
     assert "Traceback" not in err and "taskology: stopped by SIGTERM at step " in err
     resumed = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
     assert resumed > step and os.path.exists(workdir / "normals" / "ckpt" / f"ckpt-{resumed}.index")
+
+
+def test_every_flag_of_every_command_has_help():
+    import argparse
+
+    from taskology_tf.cli import build_parser
+    from taskology_tf.launch.launcher import build_parser as launch_parser
+    from taskology_tf.serving.flags import build_parser as serve_parser
+
+    missing = []
+
+    def walk(parser, path):
+        for action in parser._actions:  # argparse has no public listing of a parser's arguments
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif action.help in (None, "") and action.dest != "help":
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "taskology")
+    walk(launch_parser(), "taskology launch")
+    walk(serve_parser(), "taskology serve")
+    assert not missing, missing
