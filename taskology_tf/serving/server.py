@@ -470,6 +470,9 @@ class ModelServer:
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
         ]
+        for name in ("grpc._common", "grpc._server"):
+            if _undecodable_filter not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(_undecodable_filter)
         server = grpc.server(
             concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="model-server"), options=options
         )
@@ -680,6 +683,23 @@ class ModelServer:
             entry.status.error_code = code.value[0]
             entry.status.error_message = message
         return response
+
+
+class _UndecodableRequestFilter(logging.Filter):
+    """gRPC logs a full traceback for every request whose bytes are not a valid message (and answers it
+    INTERNAL itself); one line is enough for a client's mistake."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "deserializing" in str(record.msg):
+            error = record.exc_info[1]
+            record.msg = "model server: a request could not be decoded (%s: %s); gRPC answered INTERNAL."
+            record.args = (type(error).__name__, str(error)[:200])
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_undecodable_filter = _UndecodableRequestFilter()
 
 
 def _answer(context, handler, request):

@@ -652,3 +652,17 @@ def test_signature_refuses_image_sizes_the_network_cannot_take(tmp_path, tiny):
                         c.predict({"image": tiny.images(1, h, w)})
     with pytest.raises(ValueError, match="image_size_multiple must be a positive integer"):
         export_model(tiny.tiny_model(), base, 2, image_size_multiple=0)
+
+
+def test_undecodable_request_is_one_log_line_not_a_traceback(shared_server, caplog):
+    server, _ = shared_server
+    with grpc.insecure_channel(server.address) as channel:
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
+                                   request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with caplog.at_level(logging.INFO):
+            with pytest.raises(grpc.RpcError) as info:
+                call(b"\xff\xff\xff\xff not a PredictRequest", timeout=10)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    records = [r for r in caplog.records if "could not be decoded" in r.getMessage()]
+    assert len(records) == 1 and records[0].levelno == logging.WARNING and not records[0].exc_info
+    assert "Traceback" not in caplog.text
