@@ -281,8 +281,13 @@ class TaskTrainer:
                 self._lock = workdir_lib.lock(workdir)
             else:
                 workdir_lib.prepare(workdir)
-            self._manager = self._make_manager()
-            self.restore()
+            try:
+                self._manager = self._make_manager()
+                self.restore()
+            except BaseException:
+                if self._lock is not None:  # this trainer will not exist: do not keep its folder locked
+                    self._lock.release()
+                raise
         if self._manager is None or self._manager.latest_checkpoint is None:
             if init_checkpoint:
                 self.restored_from = self.restore_model(init_checkpoint)

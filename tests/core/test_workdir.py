@@ -109,3 +109,13 @@ def test_an_unwritable_place_is_a_clear_error():
     with pytest.raises(workdir.WorkdirError, match=r"cannot create --workdir /sys/taskology_test_run: "
                                                    r"(permission denied|.*read-only)"):
         workdir.prepare("/sys/taskology_test_run")
+
+
+def test_a_trainer_that_fails_to_start_leaves_its_folder_unlocked(toy, tmp_path):
+    folder = str(tmp_path / "a")
+    first = TaskTrainer(toy.task_a, [], workdir=folder, dedicated=toy.dataset(8, 1), batch_size=4)
+    first.train(1)
+    first.close()
+    with pytest.raises(RuntimeError, match="does not match the task's network"):
+        TaskTrainer(toy.task_b, [], workdir=folder, dedicated=toy.dataset(8, 1), batch_size=4)
+    assert os.path.realpath(folder) not in workdir._held
