@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paper: no real labels at all; partial: the real style has depth labels (not normals)")
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for both runs")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    _add_seeds_flag(p)
 
     p = sub.add_parser("staleness", help="Sec. 4.4 / Fig. 5: unsupervised depth + ego-motion trained with stale "
                        "peers; plots depth Abs Rel against step per staleness (resumes)")
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experiment file(s) (default: gin/experiments/staleness_common.gin)")
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every run")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    _add_seeds_flag(p)
 
     _table_parser(sub, "table1", "Sec. 4.1 / Table 1: depth, motion and segmentation, rows A-E in order "
                   "(C starts from B's segmentation, D from C's depth and motion)", "ABCDE",
@@ -168,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", default="seg40,depth40", help="noise settings among clean, seg40, depth40")
     p.add_argument("--weightings", default="equal,instance",
                    help="among equal, uncertainty, dwa, gls, gradnorm, instance")
+    p = sub.add_parser("report", help="write REPRODUCTION.md: every paper claim we run, the paper's numbers, ours "
+                       "(mean ± std over seeds) and a verdict, from the recorded results")
+    p.add_argument("--results", default=str(REPO_ROOT / "benchmarks" / "results"),
+                   help="folder of recorded results: <experiment>.json (a <workdir>/<experiment>_seeds.json) and "
+                   "optional <experiment>.md notes. Default benchmarks/results")
+    p.add_argument("--out", default=str(REPO_ROOT / "REPRODUCTION.md"), help="page to write. Default REPRODUCTION.md")
     return parser
 
 
@@ -181,7 +189,14 @@ def _table_parser(sub, name: str, doc: str, rows_default: str | None, rows_help:
         p.add_argument("--rows", default=rows_default, help=rows_help)
     p.add_argument("--gin_param", action="append", default=[], help="extra gin binding for every row")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    _add_seeds_flag(p)
     return p
+
+
+def _add_seeds_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="run once per seed (Experiment.seed) in <workdir>/seed_<s>/ (resumable) and print mean±std "
+                   "per cell; writes <workdir>/<experiment>_seeds.json with every seed's values")
 
 
 def _require_experiment(args) -> None:
@@ -309,9 +324,7 @@ def cmd_data(args) -> None:
         print(p)
 
 
-def cmd_staleness(args) -> None:
-    from taskology_tf.staleness import DEFAULT_GIN, run_staleness
-
+def _staleness_values(args) -> list[int]:
     try:
         values = [int(v) for v in args.values.split(",") if v.strip()]
     except ValueError:
@@ -320,8 +333,68 @@ def cmd_staleness(args) -> None:
         raise UsageError(f"--values {args.values!r}: give one or more staleness values >= 0.")
     if args.steps <= 0 or args.eval_every <= 0:
         raise UsageError("--steps and --eval_every must be positive.")
-    run_staleness(args.workdir, values, steps=args.steps, eval_every=args.eval_every,
-                  gin_files=args.gin_file or [DEFAULT_GIN], gin_params=args.gin_param, progress=not args.no_progress)
+    return values
+
+
+def _experiment_runner(args):
+    """``run(workdir, gin_params) -> result JSON path`` of the experiment command ``args.command``."""
+    progress = not args.no_progress
+    if args.command == "demo":
+        from taskology_tf.demo import run_demo
+
+        return lambda workdir, params: run_demo(workdir, steps=args.steps, variant=args.variant, progress=progress,
+                                                gin_params=params)
+    if args.command == "staleness":
+        from taskology_tf.staleness import DEFAULT_GIN, run_staleness
+
+        values = _staleness_values(args)
+
+        def run(workdir, params):
+            run_staleness(workdir, values, steps=args.steps, eval_every=args.eval_every,
+                          gin_files=args.gin_file or [DEFAULT_GIN], gin_params=params, progress=progress)
+            return os.path.join(workdir, "staleness.json")
+
+        return run
+    if args.command == "table1":
+        from taskology_tf.table1 import run_table1 as run_table
+    elif args.command == "table2":
+        from taskology_tf.table2 import run_table2 as run_table
+    elif args.command == "xtasc":
+        from taskology_tf.xtasc_table import run_xtasc_table as run_table
+    else:
+        from taskology_tf.ilt import run_ilt
+
+        return lambda workdir, params: run_ilt(workdir, noise=args.noise, weightings=args.weightings,
+                                               steps=args.steps, gin_params=params, progress=progress)
+    return lambda workdir, params: run_table(workdir, steps=args.steps, rows=args.rows, gin_params=params,
+                                             progress=progress)
+
+
+# experiment command -> the name of its results (``<name>_seeds.json``, REPRODUCTION.md's sections)
+SEEDED = {"table1": "table1", "table2": "table2", "demo": "table3", "staleness": "staleness", "xtasc": "xtasc",
+          "ilt": "ilt"}
+
+
+def run_experiment_command(args) -> str:
+    """Run a paper experiment once, or once per seed with --seeds (mean±std); returns the result JSON's path."""
+    run = _experiment_runner(args)
+    if args.seeds is None:
+        return run(args.workdir, args.gin_param)
+    from taskology_tf import seeds as seeds_lib
+    from taskology_tf.reproduction import format_results
+
+    try:
+        seeds = seeds_lib.parse_seeds(args.seeds)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    name = SEEDED[args.command]
+    path = seeds_lib.run_seeds(name, seeds, args.workdir, run, args.gin_param,
+                               format_doc=lambda doc: format_results(name, doc), title=EXPERIMENTS[name][1])
+    if name == "staleness":
+        from taskology_tf.staleness import plot_seeds
+
+        print(plot_seeds(path, os.path.join(args.workdir, "staleness.png")))
+    return path
 
 
 def _print_metrics(metrics) -> None:
@@ -337,6 +410,7 @@ EXPERIMENTS = {
     "staleness": ("staleness", "Sec. 4.4 / Fig. 5: unsupervised depth + ego-motion with stale peers"),
     "xtasc": ("xtasc", "XTasC Table I: ST-, MT-, Align- and XTasC-Net, segmentation + depth, Delta_m"),
     "ilt": ("ilt", "instance-level task parameters (Vasu et al.): weightings with corrupt labels, Table 7 detection"),
+    "report": ("report", "REPRODUCTION.md from benchmarks/results: each claim, ours with seeds, a verdict"),
 }
 
 
@@ -403,33 +477,12 @@ def _run_command(args) -> int:
             cmd_export(args)
         elif args.command == "data":
             cmd_data(args)
-        elif args.command == "demo":
-            from taskology_tf.demo import run_demo
+        elif args.command in SEEDED:
+            run_experiment_command(args)
+        elif args.command == "report":
+            from taskology_tf.reproduction import write_report
 
-            run_demo(args.workdir, steps=args.steps, variant=args.variant, progress=not args.no_progress,
-                     gin_params=args.gin_param)
-        elif args.command == "staleness":
-            cmd_staleness(args)
-        elif args.command == "table2":
-            from taskology_tf.table2 import run_table2
-
-            run_table2(args.workdir, steps=args.steps, rows=args.rows, gin_params=args.gin_param,
-                       progress=not args.no_progress)
-        elif args.command == "xtasc":
-            from taskology_tf.xtasc_table import run_xtasc_table
-
-            run_xtasc_table(args.workdir, steps=args.steps, rows=args.rows, gin_params=args.gin_param,
-                            progress=not args.no_progress)
-        elif args.command == "ilt":
-            from taskology_tf.ilt import run_ilt
-
-            run_ilt(args.workdir, noise=args.noise, weightings=args.weightings, steps=args.steps,
-                    gin_params=args.gin_param, progress=not args.no_progress)
-        elif args.command == "table1":
-            from taskology_tf.table1 import run_table1
-
-            run_table1(args.workdir, steps=args.steps, rows=args.rows, gin_params=args.gin_param,
-                       progress=not args.no_progress)
+            print(write_report(args.results, args.out))
     except UsageError as e:
         print(f"taskology: error: {e}", file=sys.stderr)
         return 2

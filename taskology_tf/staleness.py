@@ -107,8 +107,15 @@ def plot_curves(curves: dict[int, list[dict]], path: str, metric: str = "abs_rel
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for value, curve in sorted(curves.items()):
-        ax.plot([p["step"] for p in curve], [p[metric] for p in curve], marker="o", markersize=3,
-                label=f"staleness {value} steps" if value else "staleness 0 (synchronous)")
+        steps = [p["step"] for p in curve]
+        means = [float(p[metric]) for p in curve]
+        line, = ax.plot(steps, means, marker="o", markersize=3,
+                        label=f"staleness {value} steps" if value else "staleness 0 (synchronous)")
+        spread = [getattr(p[metric], "std", None) for p in curve]
+        if any(spread):  # seed statistics (``seeds.Spread``): a band of one std
+            std = [s or 0.0 for s in spread]
+            ax.fill_between(steps, [m - d for m, d in zip(means, std)], [m + d for m, d in zip(means, std)],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("training step")
     ax.set_ylabel(f"depth {metric.replace('_', ' ').title()}")
     ax.set_title(title or "Depth error vs. step for different staleness (Taskology Fig. 5)")
@@ -120,6 +127,19 @@ def plot_curves(curves: dict[int, list[dict]], path: str, metric: str = "abs_rel
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def plot_seeds(seeds_json: str, path: str, metric: str = "abs_rel") -> str:
+    """Fig. 5 with seed bands: the mean curve per staleness (one std shaded) from ``staleness_seeds.json``."""
+    from taskology_tf.seeds import aggregate
+
+    with open(seeds_json) as f:
+        doc = json.load(f)
+    per_seed = list(doc["per_seed"].values())
+    curves = aggregate([d["curves"] for d in per_seed])
+    seeds = ", ".join(map(str, doc["seeds"]))
+    return plot_curves({int(v): c for v, c in curves.items()}, path, metric,
+                       title=f"Depth error vs. step for different staleness (mean ± std, seeds {seeds})")
 
 
 def run_staleness(workdir: str, values: Sequence[int] = PAPER_VALUES, steps: int = 3000, eval_every: int = 250,

@@ -927,9 +927,14 @@ def resolve_checkpoint(path: str) -> str | None:
 
 def write_json_atomic(path: str, payload: Any) -> None:
     """Write JSON to ``path`` through a temporary file and a rename (readers never see half a file)."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False))
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, fsync and a rename (readers never see half a file)."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=False)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
