@@ -267,7 +267,7 @@ def cmd_eval(args) -> None:
     _require_experiment(args)
     experiment = Experiment()
     metrics, step = {}, {}
-    for name in experiment.task_names:
+    for name in experiment.trained_tasks:
         trainer = experiment.build_trainer(name, args.workdir, lock_workdir=False)  # reads; may run beside training
         if trainer.step == 0:
             raise UsageError(f"No checkpoint of task {name!r} under {args.workdir}/{name}/ckpt; train first.")
@@ -286,7 +286,7 @@ def cmd_export(args) -> None:
     parse_gin(args.gin_file, args.gin_param, args.imports)
     _require_experiment(args)
     experiment = Experiment()
-    names = args.task or experiment.task_names
+    names = args.task or experiment.trained_tasks
     for name in names:
         if name not in experiment.tasks:
             raise UsageError(f"--task {name!r} is not in the experiment's tasks {experiment.task_names}.")

@@ -27,6 +27,9 @@ class Experiment:
       train_steps: steps of every trainer.
       seed: seeds weight initialisation (``keras.utils.set_random_seed``) and mediator shuffling, so a run
         is repeatable and two runs that differ only in their relations start from the same weights.
+      ground_truth: tasks (among ``tasks``) that are not trained but answer as ``GroundTruthPeer``s with
+        their true predictions from the mediator's labels (e.g. ``['motion']`` trains depth against the
+        true camera motion); the mediator must then carry those labels.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class Experiment:
         mediator_batch_size: int = 8,
         train_steps: int = 1000,
         seed: int = 0,
+        ground_truth: Sequence[str] = (),
     ):
         if isinstance(tasks, str) or isinstance(relations, str):
             raise ValueError("Experiment.tasks and Experiment.relations are lists of names, e.g. "
@@ -49,6 +53,15 @@ class Experiment:
         self.mediator_batch_size = whole_number("Experiment.mediator_batch_size", mediator_batch_size, 1)
         self.seed = whole_number("Experiment.seed", seed, None)
         self.task_names = list(tasks)
+        if isinstance(ground_truth, str):
+            raise ValueError(f"Experiment.ground_truth is a list of task names, e.g. ['motion'], got {ground_truth!r}.")
+        self.ground_truth = list(ground_truth)
+        unknown = [t for t in self.ground_truth if t not in self.task_names]
+        if unknown:
+            raise ValueError(f"Experiment.ground_truth names {unknown}, which are not in Experiment.tasks "
+                             f"{self.task_names}.")
+        if len(self.ground_truth) == len(self.task_names):
+            raise ValueError("Every task is in Experiment.ground_truth: nothing to train.")
         self.relation_names = list(relations)
         check_gin_scopes(self.task_names, self.relation_names)
         self.mediator = mediator
@@ -95,14 +108,29 @@ class Experiment:
 
         trainers = []
         for i, name in enumerate(self.task_names):
+            if name in self.ground_truth:
+                continue
             keras.utils.set_random_seed(int(self.seed) * 1000 + i)  # a task's initial weights do not depend on its peers
             trainers.append(self.build_trainer(name, workdir))
+            self._add_ground_truth_peers(trainers[-1])
         return Collective(
             trainers,
             mediator=self.mediator if self.relations else None,
             mediator_batch_size=self.mediator_batch_size,
             seed=self.seed,
         )
+
+    @property
+    def trained_tasks(self) -> list[str]:
+        """The tasks that train (all but ``ground_truth``), in order."""
+        return [t for t in self.task_names if t not in self.ground_truth]
+
+    def _add_ground_truth_peers(self, trainer) -> None:
+        from taskology_tf.core.peer import GroundTruthPeer
+
+        for peer in self.peer_tasks(trainer.name):
+            if peer in self.ground_truth:
+                trainer.peers[peer] = GroundTruthPeer(self.tasks[peer])
 
     def peer_tasks(self, name: str) -> list[str]:
         """The other tasks whose predictions task ``name``'s relations read."""
@@ -118,7 +146,9 @@ class Experiment:
 
         from taskology_tf.serving.peer import ServingPeer
 
-        missing = [t for t in self.peer_tasks(name) if t not in peer_addresses]
+        if name in self.ground_truth:
+            raise ValueError(f"Task {name!r} is in Experiment.ground_truth: it is not trained.")
+        missing = [t for t in self.peer_tasks(name) if t not in peer_addresses and t not in self.ground_truth]
         if missing:
             raise ValueError(
                 f"Task {name!r} needs the predictions of {missing}; give their servers with --peer TASK=HOST:PORT."
@@ -128,7 +158,10 @@ class Experiment:
         keras.utils.set_random_seed(int(self.seed) * 1000 + self.task_names.index(name))
         with workdir_lib.lock(os.path.join(workdir, name)):  # before the data renders; the trainer keeps it
             trainer = self.build_trainer(name, workdir, mediator=self.mediator if self.relations else None)
+        self._add_ground_truth_peers(trainer)
         for peer in self.peer_tasks(name):
+            if peer in self.ground_truth:
+                continue
             with gin.config_scope(name):  # e.g. depth/ServingPeer.timeout = 2.0
                 trainer.peers[peer] = self._serving_peer(ServingPeer, peer, peer_addresses[peer], trainer, peer_kwargs)
         return trainer
@@ -151,7 +184,7 @@ class Experiment:
 
         # Every task's folder is locked before any data is rendered: a second run on this workdir stops at once.
         with contextlib.ExitStack() as locks:
-            for name in self.task_names:
+            for name in self.trained_tasks:
                 locks.enter_context(workdir_lib.lock(os.path.join(workdir, name)))
             collective = self.build_collective(workdir)
             try:

@@ -53,7 +53,7 @@ class Collective:
                 continue  # never computes: needs no peers
             for rel in trainer.relations:
                 for other in rel.tasks:
-                    if other not in self.trainers:
+                    if other not in self.trainers and other not in trainer.peers:
                         raise ValueError(
                             f"Relation {rel.name!r} ties tasks {list(rel.tasks)} but the experiment has only "
                             f"{names}; add {other!r} to the experiment's tasks or remove the relation."

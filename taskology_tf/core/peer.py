@@ -114,3 +114,35 @@ class InProcessPeer(Peer):
             "steps": float(int(self._live_step()) - self._version),
             "seconds": time.monotonic() - self._refreshed_at,
         }
+
+
+class GroundTruthPeer(Peer):
+    """A peer that answers with the task's true predictions (``Task.ground_truth``) from the labels of the
+    mediator batch, e.g. the synthetic world's depth, camera and object motion, or segmentation.
+
+    Checks a relation against a known-good partner: a depth task trained through the photometric relation
+    against a ``GroundTruthPeer`` motion task learns depth alone. Its ``input_keys`` are the label keys it
+    reads, so the consumer's mediator data must carry them.
+    """
+
+    def __init__(self, task):
+        if not task.ground_truth_keys:
+            raise ValueError(f"Task {task.name!r} ({type(task).__name__}) has no ground_truth_keys: it cannot "
+                             "answer as a ground-truth peer.")
+        self.task_name = task.name
+        self.input_keys = tuple(task.ground_truth_keys)
+        self.output_keys = tuple(task.output_keys)
+        self._task = task
+
+    def predict(self, inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        missing = [k for k in self.input_keys if k not in inputs]
+        if missing:
+            raise KeyError(f"Ground-truth peer {self.task_name!r} needs the labels {missing} in the mediator data.")
+        return {k: tf.stop_gradient(tf.convert_to_tensor(v)) for k, v in self._task.ground_truth(inputs).items()}
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def staleness(self) -> dict[str, float]:
+        return {"steps": 0.0, "seconds": 0.0}

@@ -81,6 +81,17 @@ class Task:
         """The task's own optimizer with its published hyper-parameters."""
         return keras.optimizers.Adam(learning_rate=1e-3)
 
+    # --- ground truth (for checking relations against known-good partners) ---------------------
+    # Example keys ``ground_truth`` reads: the labels that determine this task's true predictions.
+    ground_truth_keys: tuple[str, ...] = ()
+
+    def ground_truth(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The predictions a perfect network of this task would make for ``batch`` (dict of ``output_keys``
+        tensors), computed from the labels named in ``ground_truth_keys``. Used by ``GroundTruthPeer``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot answer with ground truth: it does not implement ground_truth(); "
+            f"remove {self.name!r} from Experiment.ground_truth.")
+
     # --- evaluation -----------------------------------------------------------------------------
     def make_metrics(self):
         """An accumulator with ``update(batch, predictions)`` (numpy dicts) and ``result() -> dict``."""

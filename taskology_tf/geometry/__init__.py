@@ -10,7 +10,7 @@ from taskology_tf.geometry.camera import backproject, pixel_grid, project, scale
 from taskology_tf.geometry.normals import cosine_distance, normals_from_depth
 from taskology_tf.geometry.resample import bilinear_sample
 from taskology_tf.geometry.ssim import ssim_distance, ssim_map
-from taskology_tf.geometry.transforms import apply, compose, invert, rotation_matrix, rotation_y
+from taskology_tf.geometry.transforms import apply, compose, euler_angles, invert, rotation_matrix, rotation_y
 from taskology_tf.geometry.warp import inverse_warp, reproject
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "box_corners_3d",
     "box_corners_bev",
     "compose",
+    "euler_angles",
     "cosine_distance",
     "heading_difference",
     "inverse_warp",

@@ -41,6 +41,20 @@ def rotation_matrix(angles):
     )
 
 
+def euler_angles(rotation):
+    """The angles ``(rx, ry, rz)`` of ``rotation_matrix``: [..., 3, 3] -> [..., 3] radians.
+
+    ``ry`` is taken in [-pi/2, pi/2]; exact away from the gimbal lock at ``|ry| = pi/2`` (camera motions
+    between frames are far from it).
+    """
+    if tuple(rotation.shape[-2:]) != (3, 3):
+        raise ValueError(f"rotation must have shape [..., 3, 3], got {tuple(rotation.shape)}.")
+    ry = -ops.arcsin(ops.clip(rotation[..., 2, 0], -1.0, 1.0))
+    rx = ops.arctan2(rotation[..., 2, 1], rotation[..., 2, 2])
+    rz = ops.arctan2(rotation[..., 1, 0], rotation[..., 0, 0])
+    return ops.stack([rx, ry, rz], axis=-1)
+
+
 def rotation_y(yaw):
     """Rotation about the y axis (the camera's down axis): [...] radians -> [..., 3, 3].
 

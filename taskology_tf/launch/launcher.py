@@ -127,6 +127,7 @@ def plan_launch(gin_files: Sequence[str], gin_params: Sequence[str] = (), import
             task_factory(name)  # an unknown task fails here, before any process starts
         relations = []
         relation_names = list(_query("Experiment.relations", ()) or ())
+        ground_truth = [str(t) for t in (_query("Experiment.ground_truth", ()) or ())]
         for name in relation_names:
             factory = relation_factory(name)
             with gin.config_scope(name):
@@ -148,7 +149,10 @@ def plan_launch(gin_files: Sequence[str], gin_params: Sequence[str] = (), import
         if missing:
             raise LaunchError(f"relation {rel.name!r} ties tasks {list(rel.tasks)} but Experiment.tasks is "
                               f"{all_tasks}; add {missing} to Experiment.tasks or remove the relation.")
-    peers = {t: sorted({p for r in relations if t in r.tasks for p in r.tasks if p != t}) for t in all_tasks}
+    # Ground-truth tasks answer inside each trainer (GroundTruthPeer): nobody launches or serves them.
+    peers = {t: sorted({p for r in relations if t in r.tasks for p in r.tasks if p != t and p not in ground_truth})
+             for t in all_tasks}
+    all_tasks = [t for t in all_tasks if t not in ground_truth]
 
     unknown = [t for t in remote if t not in all_tasks]
     if unknown:

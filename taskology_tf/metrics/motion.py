@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-MOTION_METRICS = ("rotation_error_deg", "translation_error_m", "translation_angle_deg", "forward_fraction")
+MOTION_METRICS = ("rotation_error_deg", "translation_error_m", "translation_error_rel", "translation_angle_deg",
+                  "forward_fraction")
+MIN_RELATIVE_TRANSLATION = 0.1  # metres: examples whose camera moved less have no relative translation error
 
 
 def camera_displacement(transform: np.ndarray) -> np.ndarray:
@@ -23,6 +25,8 @@ def motion_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
     """Per-example errors of [B, 4, 4] predicted vs true motions -> name -> [B].
 
     rotation_error_deg: angle of ``R_pred^T R_gt``; translation_error_m: ``|c_pred - c_gt|``;
+    translation_error_rel: ``|c_pred - c_gt| / |c_gt|`` (NaN where the camera moved under
+    ``MIN_RELATIVE_TRANSLATION``: a standing camera has no scale to be relative to);
     translation_angle_deg: angle between ``c_pred`` and ``c_gt`` (scale-free, for monocular models;
     180 when one of them is zero); forward_fraction: 1 where the predicted camera moves forward (c_z > 0).
     """
@@ -38,6 +42,9 @@ def motion_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
     return {
         "rotation_error_deg": np.degrees(np.arccos(cos)),
         "translation_error_m": np.linalg.norm(c_pred - c_gt, axis=-1),
+        "translation_error_rel": np.where(
+            np.linalg.norm(c_gt, axis=-1) >= MIN_RELATIVE_TRANSLATION,
+            np.linalg.norm(c_pred - c_gt, axis=-1) / np.maximum(np.linalg.norm(c_gt, axis=-1), 1e-12), np.nan),
         "translation_angle_deg": np.degrees(np.arccos(np.clip(cos_t, -1.0, 1.0))),
         "forward_fraction": (c_pred[:, 2] > 0).astype(np.float64),
     }
@@ -63,4 +70,9 @@ class MotionMetrics:
     def result(self) -> dict[str, float]:
         if not self.num_examples:
             return {}
-        return {k: float(np.mean(np.concatenate(v))) for k, v in self._errors.items()}
+        out = {}
+        for k, v in self._errors.items():
+            values = np.concatenate(v)
+            finite = values[np.isfinite(values)]
+            out[k] = float(np.mean(finite)) if len(finite) else float("nan")
+        return out

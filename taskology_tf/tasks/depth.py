@@ -97,6 +97,18 @@ class DepthTask(Task):
                                   norm=self.norm)
         return build_frame_pair_model(model) if self.frames == 2 else model
 
+    # GroundTruthPeer: unlabelled pixels (depth 0: sky) are answered at this distance, metres.
+    far_depth = 1000.0
+
+    @property
+    def ground_truth_keys(self) -> tuple[str, ...]:
+        return tuple(self.output_keys)  # depth (and depth_next): the labels are the true outputs
+
+    def ground_truth(self, batch):
+        """The depth labels [B, H, W, 1] metres, ``far_depth`` where unlabelled."""
+        return {k: ops.where(ops.cast(batch[k], "float32") > 0, ops.cast(batch[k], "float32"), self.far_depth)
+                for k in self.output_keys}
+
     def validate_spec(self, element_spec) -> None:
         check_image_spec(self.name, element_spec)
 

@@ -16,6 +16,7 @@ from taskology_tf.core.registry import register_task
 from taskology_tf.core.task import Task
 from taskology_tf.metrics.motion import MotionMetrics
 from taskology_tf.models.motion import build_motion_model
+from taskology_tf.geometry.transforms import euler_angles, invert
 from taskology_tf.relations.photometric import transform_from_motion
 from taskology_tf.tasks.dense import image_to_float, side_by_side
 
@@ -71,6 +72,30 @@ class MotionTask(Task):
         pred = transform_from_motion(predictions["rotation"], predictions["translation"])
         gt = ops.cast(batch["ego_motion"], "float32")
         return ops.sum(ops.square(pred[:, :3, :] - gt[:, :3, :]), axis=(1, 2))
+
+    @property
+    def ground_truth_keys(self) -> tuple[str, ...]:
+        keys = ("ego_motion",)
+        if self.object_motion:
+            keys += ("object_motion", "object_motion_backward")
+        if self.learn_intrinsics:
+            keys += ("intrinsics",)
+        return keys
+
+    def ground_truth(self, batch):
+        """The true camera motion both ways (``ego_motion`` and its inverse as Euler angles and metres) and,
+        with ``object_motion``, the true per-pixel object translation fields [B, H, W, 3] metres."""
+        forward = ops.cast(batch["ego_motion"], "float32")
+        out = {}
+        for suffix, transform in (("", forward), ("_backward", invert(forward))):
+            out[f"rotation{suffix}"] = euler_angles(transform[:, :3, :3])
+            out[f"translation{suffix}"] = transform[:, :3, 3]
+        if self.object_motion:
+            out["residual_translation"] = ops.cast(batch["object_motion"], "float32")
+            out["residual_translation_backward"] = ops.cast(batch["object_motion_backward"], "float32")
+        if self.learn_intrinsics:
+            out["intrinsics"] = ops.cast(batch["intrinsics"], "float32")
+        return out
 
     def make_optimizer(self):
         return keras.optimizers.Adam(self.learning_rate)

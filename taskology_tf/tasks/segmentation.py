@@ -154,6 +154,23 @@ class SegmentationTask(Task):
         except ValueError as e:
             raise ValueError(f"Task {self.name!r}: {e} Or set pad_to_multiple=True.") from None
 
+    # GroundTruthPeer: logits 10 on the labelled class, 0 elsewhere (softmax 1 - (C-1) e^-10; all 0 where ignored).
+    ground_truth_logit = 10.0
+
+    @property
+    def ground_truth_keys(self) -> tuple[str, ...]:
+        return ("segmentation", "segmentation_next") if self.frames == 2 else ("segmentation",)
+
+    def ground_truth(self, batch):
+        """Confident logits [B, H, W, C] of the labelled classes (uniform where the label is ignored)."""
+        out = {}
+        for label_key, logit_key in zip(self.ground_truth_keys, self.output_keys):
+            labels = ops.cast(batch[label_key][..., 0], "int32")
+            valid = ops.logical_and(labels >= 0, labels < self.num_classes)
+            one_hot = ops.one_hot(ops.where(valid, labels, 0), self.num_classes)
+            out[logit_key] = self.ground_truth_logit * one_hot * ops.cast(valid, "float32")[..., None]
+        return out
+
     def loss(self, batch, predictions):
         return segmentation_cross_entropy(predictions["segmentation_logits"], batch["segmentation"])
 

@@ -110,3 +110,14 @@ def test_bad_shapes_raise_clear_errors():
         invert(np.zeros((2, 3, 4), np.float32))
     with pytest.raises(ValueError, match="transform"):
         apply(np.eye(4, dtype=np.float32), np.zeros((1, 5, 3), np.float32))
+
+
+def test_euler_angles_invert_rotation_matrix():
+    from taskology_tf.geometry.transforms import euler_angles
+
+    rng = np.random.default_rng(0)
+    angles = rng.uniform(-1.2, 1.2, size=(64, 3)).astype(np.float32)  # |ry| < pi/2: away from gimbal lock
+    back = ops.convert_to_numpy(euler_angles(rotation_matrix(ops.convert_to_tensor(angles))))
+    np.testing.assert_allclose(back, angles, atol=1e-5)
+    with pytest.raises(ValueError, match="3, 3"):
+        euler_angles(ops.zeros((2, 4, 4)))

@@ -28,6 +28,17 @@ def test_errors_of_known_motions():
     np.testing.assert_allclose(e["translation_error_m"], [0.0, 4.0], atol=1e-6)
     np.testing.assert_allclose(e["translation_angle_deg"], [0.0, 180.0], atol=1e-4)
     np.testing.assert_array_equal(e["forward_fraction"], [1.0, 0.0])
+    np.testing.assert_allclose(e["translation_error_rel"], [0.0, 2.0], atol=1e-6)  # 4 m off a 2 m move
+
+
+def test_relative_translation_error_skips_a_standing_camera():
+    gt = np.stack([_motion(0, 0.0), _motion(0, 1.0)])
+    pred = np.stack([_motion(0, 0.5), _motion(0, 1.1)])
+    e = motion_errors(pred, gt)
+    assert np.isnan(e["translation_error_rel"][0]) and e["translation_error_rel"][1] == pytest.approx(0.1)
+    m = MotionMetrics()
+    m.update(pred, gt)
+    assert m.result()["translation_error_rel"] == pytest.approx(0.1)
 
 
 def test_scale_free_direction_error():

@@ -1,0 +1,62 @@
+"""GroundTruthPeer: the true predictions of depth, motion and segmentation from the mediator's labels."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from taskology_tf.core.peer import GroundTruthPeer
+from taskology_tf.core.task import Task
+from taskology_tf.data.synthetic.dataset import synthetic_arrays
+from taskology_tf.relations.depth_motion import depth_motion_terms
+from taskology_tf.relations.photometric import transform_from_motion
+from taskology_tf.tasks.depth import DepthTask
+from taskology_tf.tasks.motion import MotionTask
+from taskology_tf.tasks.segmentation import SegmentationTask
+
+
+@pytest.fixture(scope="module")
+def video():
+    return synthetic_arrays("sim", 4, seed=5, height=32, width=64, with_next=True, next_labels=True, num_workers=1)
+
+
+def test_motion_peer_answers_the_true_camera_motion_both_ways(video):
+    peer = GroundTruthPeer(MotionTask(object_motion=True))
+    assert peer.input_keys == ("ego_motion", "object_motion", "object_motion_backward")
+    out = peer.predict({k: video[k] for k in peer.input_keys})
+    forward = transform_from_motion(out["rotation"], out["translation"]).numpy()
+    backward = transform_from_motion(out["rotation_backward"], out["translation_backward"]).numpy()
+    np.testing.assert_allclose(forward, video["ego_motion"], atol=1e-5)
+    np.testing.assert_allclose(forward @ backward, np.broadcast_to(np.eye(4), forward.shape), atol=1e-5)
+    np.testing.assert_array_equal(out["residual_translation"].numpy(), video["object_motion"])
+    assert set(out) == set(MotionTask(object_motion=True).output_keys)
+
+
+def test_true_depth_and_motion_reconstruct_the_static_world(video):
+    """The photometric error with both true partners is far below the error with a wrong motion."""
+    depth = GroundTruthPeer(DepthTask(frames=2)).predict({k: video[k] for k in ("depth", "depth_next")})
+    assert float(tf.reduce_min(depth["depth"])) > 0  # sky answered at far_depth, not 0
+    motion = GroundTruthPeer(MotionTask()).predict({"ego_motion": video["ego_motion"]})
+    inputs = {k: video[k] for k in ("image", "image_next", "intrinsics")}
+    true = depth_motion_terms(inputs, {"depth": depth, "motion": motion}, backward="inverse")["photometric"]
+    wrong = dict(motion, translation=motion["translation"] * 0.0)
+    still = depth_motion_terms(inputs, {"depth": depth, "motion": wrong}, backward="inverse")["photometric"]
+    assert float(tf.reduce_mean(true)) < 0.5 * float(tf.reduce_mean(still))
+
+
+def test_segmentation_peer_gives_confident_logits_of_the_labels(video):
+    task = SegmentationTask(frames=2, backbone="tiny")
+    peer = GroundTruthPeer(task)
+    out = peer.predict({k: video[k] for k in peer.input_keys})
+    labels = video["segmentation"][..., 0]
+    pred = np.argmax(out["segmentation_logits"].numpy(), axis=-1)
+    valid = labels < task.num_classes
+    np.testing.assert_array_equal(pred[valid], labels[valid])
+    assert out["segmentation_logits_next"].shape == out["segmentation_logits"].shape
+
+
+def test_missing_labels_and_tasks_without_ground_truth_are_clear_errors(video):
+    peer = GroundTruthPeer(DepthTask())
+    with pytest.raises(KeyError, match="needs the labels \\['depth'\\]"):
+        peer.predict({"image": video["image"]})
+    with pytest.raises(ValueError, match="no ground_truth_keys"):
+        GroundTruthPeer(Task("plain"))

@@ -1,0 +1,63 @@
+"""Experiment: ground-truth tasks are not trained but answer their peers from the mediator's labels."""
+
+import json
+import os
+
+import gin
+import pytest
+
+from taskology_tf.cli import parse_gin
+from taskology_tf.core.peer import GroundTruthPeer
+from taskology_tf.experiment import Experiment
+
+TINY = [
+    "synthetic.height = 32",
+    "synthetic.width = 64",
+    "video_train/synthetic.num_examples = 4",
+    "depth_eval/synthetic.num_examples = 2",
+    "seg_eval/synthetic.num_examples = 2",
+    "Experiment.mediator_batch_size = 2",
+    "TaskTrainer.batch_size = 2",
+    "TaskTrainer.summary_every = 0",
+    "Experiment.train_steps = 2",
+]
+
+
+@pytest.fixture
+def config():
+    gin.clear_config()
+    yield lambda name, *params: parse_gin([name], [*TINY, *params])
+    gin.clear_config()
+
+
+def test_ground_truth_motion_trains_depth_alone(tmp_path, config):
+    config("ladder_a")
+    experiment = Experiment()
+    assert experiment.trained_tasks == ["depth"]
+    collective = experiment.build_collective(str(tmp_path))
+    try:
+        assert list(collective.trainers) == ["depth"]
+        assert isinstance(collective.trainers["depth"].peers["motion"], GroundTruthPeer)
+    finally:
+        collective.close()
+    result = experiment.run(str(tmp_path / "run"))
+    assert set(result["metrics"]) == {"depth"} and result["metrics"]["depth"]["abs_rel"] > 0
+    assert os.listdir(tmp_path / "run" / "depth" / "ckpt") and not os.path.exists(tmp_path / "run" / "motion")
+    assert json.load(open(tmp_path / "run" / "metrics.json"))["step"] == 2
+
+
+def test_ground_truth_depth_needs_its_labels_in_the_mediator(tmp_path, config):
+    config("ladder_b", "video_train/synthetic.keys = ['image', 'image_next', 'intrinsics']")
+    with pytest.raises(ValueError, match="depth"):
+        Experiment().run(str(tmp_path))
+
+
+@pytest.mark.parametrize("binding,message", [
+    ("Experiment.ground_truth = ['normals']", "not in Experiment.tasks"),
+    ("Experiment.ground_truth = ['depth', 'motion']", "nothing to train"),
+    ("Experiment.ground_truth = 'motion'", "list of task names"),
+])
+def test_bad_ground_truth_bindings(config, binding, message):
+    config("table1_a", binding)
+    with pytest.raises(ValueError, match=message):
+        Experiment()
