@@ -10,6 +10,12 @@ field) are multiplied by learned scale factors that start at 0.01, so the
 untrained network predicts almost no motion. An optional head predicts the
 camera intrinsics.
 
+With ``frame_difference`` the network also sees the difference of the two frames (three more input
+channels). Not in the paper's network: at CPU scale (64x128 frames, a few thousand steps, tiny
+widths) the plain network does not learn to read the speed from the stacked frames at all (it
+predicts one translation for every clip), while with the difference it does (ladder step (b),
+benchmarks/README.md).
+
 ``build_motion_model`` runs the same network on (t, t+1) and on (t+1, t), so
 one model gives both directions (Eq. (3) warps both ways; the backward motion
 also allows a cycle-consistency loss).
@@ -133,6 +139,17 @@ class IntrinsicsFromBottleneck(layers.Layer):
         return (raw_shape[0], 3, 3)
 
 
+@keras.saving.register_keras_serializable(package="taskology_tf")
+class FrameDifference(layers.Layer):
+    """[B, H, W, 6] stacked frames -> [B, H, W, 3] second frame minus first."""
+
+    def call(self, frames):
+        return frames[..., 3:] - frames[..., :3]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (3,)
+
+
 def _refine(field, feature, name: str):
     """One refinement level: resize the field to ``feature``'s size, add a correction computed from both."""
     up = ResizeLike(name=f"{name}_resize")(field, feature)
@@ -152,6 +169,7 @@ def motion_network(
     name: str = "motion_net",
     rotation_scale: float = 0.01,
     translation_scale: float = 0.01,
+    frame_difference: bool = False,
 ) -> keras.Model:
     """The one-direction network: stacked frames [B, H, W, 6] floats in [0, 1] -> motion.
 
@@ -160,9 +178,12 @@ def motion_network(
     and, when enabled, ``residual_translation`` [B, H, W, 3] (metres) and ``intrinsics`` [B, 3, 3].
     ``rotation_scale`` / ``translation_scale``: initial values of the learned output scales (the
     paper's network: 0.01; larger values let a short training reach metre-sized motions sooner).
+    ``frame_difference``: the convolutions also see ``second - first`` frame (channels 3:6 minus 0:3).
     """
     frames = keras.Input(shape=(None, None, 6), name="frames")
     x = frames
+    if frame_difference:
+        x = layers.Concatenate(name=f"{name}_with_difference")([frames, FrameDifference(name=f"{name}_difference")(frames)])
     features = [frames]
     for i, width in enumerate(widths):
         # He initialisation keeps the ReLU activations' scale through the seven layers (no normalisation
@@ -197,6 +218,7 @@ def build_motion_model(
     width: int | None = None,
     rotation_scale: float = 0.01,
     translation_scale: float = 0.01,
+    frame_difference: bool = False,
 ) -> keras.Model:
     """Both directions of the motion network from a pair of uint8 frames.
 
@@ -204,7 +226,8 @@ def build_motion_model(
     ``rotation``/``translation`` [B, 3] (t -> t+1) and ``rotation_backward``/``translation_backward``
     (t+1 -> t); with ``object_motion`` also ``residual_translation`` [B, H, W, 3] (points of frame t,
     camera-(t+1) axes) and ``residual_translation_backward`` (points of frame t+1); with
-    ``learn_intrinsics`` also ``intrinsics`` [B, 3, 3] (mean of both directions).
+    ``learn_intrinsics`` also ``intrinsics`` [B, 3, 3] (mean of both directions). ``frame_difference``:
+    see ``motion_network``.
     """
     widths = get_motion_widths(preset)
     image = keras.Input(shape=(height, width, 3), dtype="uint8", name="image")
@@ -212,7 +235,8 @@ def build_motion_model(
     a = ImageToFloat(name=f"{name}_image_to_float")(image)
     b = ImageToFloat(name=f"{name}_image_next_to_float")(image_next)
     net = motion_network(widths, object_motion, learn_intrinsics, name=f"{name}_net",
-                         rotation_scale=rotation_scale, translation_scale=translation_scale)
+                         rotation_scale=rotation_scale, translation_scale=translation_scale,
+                         frame_difference=frame_difference)
     forward = net(layers.Concatenate(name=f"{name}_stack_forward")([a, b]))
     backward = net(layers.Concatenate(name=f"{name}_stack_backward")([b, a]))
     outputs = {}

@@ -33,6 +33,7 @@ class MotionTask(Task):
       learn_intrinsics: also predict ``intrinsics`` [B, 3, 3].
       learning_rate: Adam learning rate.
       rotation_scale, translation_scale: initial learned output scales (see ``models.motion``).
+      frame_difference: the network also sees the difference of the frames (see ``models.motion``).
     """
 
     input_keys = ("image", "image_next")
@@ -47,8 +48,10 @@ class MotionTask(Task):
         learning_rate: float = 2e-4,
         rotation_scale: float = 0.01,
         translation_scale: float = 0.01,
+        frame_difference: bool = False,
     ):
         super().__init__(name)
+        self.frame_difference = bool(frame_difference)
         self.preset = preset
         self.object_motion = bool(object_motion)
         self.learn_intrinsics = bool(learn_intrinsics)
@@ -64,7 +67,8 @@ class MotionTask(Task):
 
     def build_model(self) -> keras.Model:
         return build_motion_model(self.name, self.preset, self.object_motion, self.learn_intrinsics,
-                                  rotation_scale=self.rotation_scale, translation_scale=self.translation_scale)
+                                  rotation_scale=self.rotation_scale, translation_scale=self.translation_scale,
+                                  frame_difference=self.frame_difference)
 
     def loss(self, batch, predictions):
         """Squared error of the 3x4 part of the predicted vs true forward transform: [B] (mixes radians

@@ -111,3 +111,18 @@ def test_model_round_trips_through_keras_saving(tmp_path):
     a, b = model(pair), loaded(pair)
     for key in a:
         np.testing.assert_allclose(ops.convert_to_numpy(a[key]), ops.convert_to_numpy(b[key]), atol=1e-6)
+
+
+def test_frame_difference_adds_the_difference_channels_and_saves(tmp_path):
+    net = motion_network(get_motion_widths("tiny"), frame_difference=True, name="m")
+    assert net.get_layer("m_conv1").kernel.shape == (3, 3, 9, 8)
+    frames = np.random.default_rng(4).random((1, 8, 8, 6)).astype("float32")
+    diff = ops.convert_to_numpy(net.get_layer("m_difference")(frames))
+    np.testing.assert_allclose(diff, frames[..., 3:] - frames[..., :3], atol=1e-7)
+    model = build_motion_model(preset="tiny", frame_difference=True)
+    path = str(tmp_path / "motion_diff.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    pair = _pair(1, 32, 64, seed=5)
+    np.testing.assert_allclose(ops.convert_to_numpy(model(pair)["translation"]),
+                               ops.convert_to_numpy(loaded(pair)["translation"]), atol=1e-6)
