@@ -38,11 +38,13 @@ def test_ground_truth_motion_trains_depth_alone(tmp_path, config):
     try:
         assert list(collective.trainers) == ["depth"]
         assert isinstance(collective.trainers["depth"].peers["motion"], GroundTruthPeer)
+        assert isinstance(collective.trainers["depth"].peers["segmentation"], GroundTruthPeer)
     finally:
         collective.close()
     result = experiment.run(str(tmp_path / "run"))
     assert set(result["metrics"]) == {"depth"} and result["metrics"]["depth"]["abs_rel"] > 0
     assert os.listdir(tmp_path / "run" / "depth" / "ckpt") and not os.path.exists(tmp_path / "run" / "motion")
+    assert not os.path.exists(tmp_path / "run" / "segmentation")
     assert json.load(open(tmp_path / "run" / "metrics.json"))["step"] == 2
 
 
