@@ -73,3 +73,20 @@ def test_report_command_writes_the_page(tmp_path, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
     assert main(["experiment", "report", "--results", str(tmp_path / "none"), "--out", str(out)]) == 1
     assert "no results folder" in capsys.readouterr().err
+
+
+def test_committed_page_is_what_the_committed_results_give():
+    """REPRODUCTION.md is generated: regenerating it from benchmarks/results/ gives the same text."""
+    import re
+
+    from taskology_tf.reproduction import NAMES, load_results, render
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results, page = os.path.join(root, "benchmarks", "results"), os.path.join(root, "REPRODUCTION.md")
+    if not os.path.exists(page):
+        pytest.skip("no REPRODUCTION.md in this tree")
+    text = open(page).read()
+    today = re.search(r"on (\d{4}-\d{2}-\d{2});", text).group(1)
+    notes = {n: open(os.path.join(results, f"{n}.md")).read() for n in NAMES
+             if os.path.exists(os.path.join(results, f"{n}.md"))}
+    assert render(load_results(results), notes, today) == text, "run `taskology experiment report` and commit it"
