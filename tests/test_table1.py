@@ -103,7 +103,7 @@ def test_rows_and_bindings():
 def test_format_table_layout():
     rows = [
         {"row": "A", "configuration": "Depth & motion only", "reported": ["depth"], "abs_rel": 0.165,
-         "miou_movable": None, "miou": None},
+         "abs_rel_moving": 0.3, "abs_rel_static": 0.15, "miou_movable": None, "miou": None},
         {"row": "D", "configuration": "Frozen depth & motion model C & segmentation", "reported": ["segmentation"],
          "abs_rel": 0.2, "miou_movable": 0.471, "miou": 0.6},
         {"row": "E", "configuration": "Depth, motion and segmentation training jointly",
@@ -111,6 +111,8 @@ def test_format_table_layout():
     ]
     lines = format_table(rows).splitlines()
     assert "Depth Error (Abs. Rel.)" in lines[0] and "Segmentation mIoU" in lines[0]
-    assert lines[1].startswith("A. Depth & motion only") and lines[1].split()[-3:] == ["0.165", "-", "-"]
-    assert lines[2].split()[-3:] == ["-", "0.471", "0.600"]  # D's frozen depth is not a result of row D
-    assert lines[3].split()[-3:] == ["0.125", "0.478", "0.610"]
+    assert "moving" in lines[0] and "static" in lines[0]
+    assert lines[1].startswith("A. Depth & motion only")
+    assert lines[1].split()[-5:] == ["0.165", "0.300", "0.150", "-", "-"]
+    assert lines[2].split()[-5:] == ["-", "-", "-", "0.471", "0.600"]  # D's frozen depth is not a result of row D
+    assert lines[3].split()[-5:] == ["0.125", "-", "-", "0.478", "0.610"]  # no moving/static split measured

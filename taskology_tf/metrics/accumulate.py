@@ -28,11 +28,12 @@ class DepthMetrics:
         """Forget every image seen so far."""
         self._per_image: dict[str, list[np.ndarray]] = {key: [] for key in DEPTH_METRICS}
 
-    def update(self, pred, gt, mask=None) -> None:
-        """Add a batch: pred, gt [B, H, W, 1] metres, optional boolean mask [B, H, W, 1]."""
+    def update(self, pred, gt, mask=None, region=None) -> None:
+        """Add a batch: pred, gt [B, H, W, 1] metres, optional boolean mask and region [B, H, W, 1]
+        (``region``: score only its pixels, median-scale with all; see ``depth_errors``)."""
         errors = depth_errors(
             np.asarray(pred), np.asarray(gt), None if mask is None else np.asarray(mask),
-            self.min_depth, self.max_depth, self.median_scaling,
+            self.min_depth, self.max_depth, self.median_scaling, None if region is None else np.asarray(region),
         )
         for key in DEPTH_METRICS:
             self._per_image[key].append(errors[key])

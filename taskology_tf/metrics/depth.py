@@ -53,6 +53,7 @@ def depth_errors(
     min_depth: float = 1e-3,
     max_depth: float | None = None,
     median_scaling: bool = False,
+    region=None,
 ) -> dict[str, np.ndarray]:
     """Per-image depth errors.
 
@@ -62,9 +63,12 @@ def depth_errors(
       mask: optional boolean [B, H, W, 1] (or broadcastable); False pixels are ignored.
       min_depth, max_depth: valid gt range in metres; predictions are clipped to it.
       median_scaling: multiply each prediction by median(gt) / median(pred) over its valid pixels.
+      region: optional boolean [B, H, W, 1] (or broadcastable): errors only over the valid pixels inside
+        it (e.g. moving objects), while the median scale still comes from every valid pixel of the image.
 
     Returns:
-      Dict of float64 arrays [B] with keys ``DEPTH_METRICS``; NaN for images without a valid pixel.
+      Dict of float64 arrays [B] with keys ``DEPTH_METRICS``; NaN for images without a valid pixel (in
+      ``region``).
     """
     pred = _as_bhw("pred", pred).astype(np.float64)
     gt = _as_bhw("gt", gt).astype(np.float64)
@@ -73,16 +77,18 @@ def depth_errors(
     if max_depth is not None and max_depth <= min_depth:
         raise ValueError(f"max_depth ({max_depth}) must be greater than min_depth ({min_depth}).")
     valid = valid_depth_mask(gt, mask, min_depth, max_depth)
+    scored = valid if region is None else valid_depth_mask(gt, region, min_depth, max_depth) & valid
     upper = np.inf if max_depth is None else max_depth
 
     out = {key: np.full(pred.shape[0], np.nan) for key in DEPTH_METRICS}
     for i in range(pred.shape[0]):
-        g = gt[i][valid[i]]
-        p = pred[i][valid[i]]
+        g = gt[i][scored[i]]
+        p = pred[i][scored[i]]
         if g.size == 0:
             continue
         if median_scaling:
-            p = p * (np.median(g) / max(np.median(p), np.finfo(np.float64).tiny))
+            scale_g, scale_p = gt[i][valid[i]], pred[i][valid[i]]
+            p = p * (np.median(scale_g) / max(np.median(scale_p), np.finfo(np.float64).tiny))
         p = np.clip(np.nan_to_num(p, nan=min_depth), min_depth, upper)
         ratio = np.maximum(g / p, p / g)
         diff = g - p

@@ -6,6 +6,7 @@ import math
 
 import gin
 import keras
+import numpy as np
 from keras import ops
 
 from taskology_tf.core.registry import register_task
@@ -130,22 +131,43 @@ class DepthTask(Task):
         }
 
 
+# A pixel belongs to a moving object when its true object motion exceeds this, metres per frame.
+MOVING_THRESHOLD = 0.01
+
+
+def moving_pixels(object_motion):
+    """[B, H, W, 3] true object translation of each pixel's point (metres per frame) -> bool [B, H, W, 1]."""
+    return np.linalg.norm(np.asarray(object_motion, np.float64), axis=-1, keepdims=True) > MOVING_THRESHOLD
+
+
 class _DepthAccumulator:
     """Depth errors; when the data also has normals and intrinsics, the accuracy of the normals
-    derived from the predicted depth too (``derived_normals_*``, a diagnostic for the relation)."""
+    derived from the predicted depth too (``derived_normals_*``, a diagnostic for the relation); when
+    it has the true ``object_motion``, the errors on moving-object pixels and on the others separately
+    (``moving_*``, ``static_*``; median scale from the whole image)."""
 
     def __init__(self, metrics: DepthMetrics):
         self.metrics = metrics
         self.derived = NormalsMetrics()
+        self.regions = {name: DepthMetrics(metrics.min_depth, metrics.max_depth, metrics.median_scaling)
+                        for name in ("moving", "static")}
 
     def update(self, batch, predictions):
         self.metrics.update(predictions["depth"], batch["depth"])
+        if "object_motion" in batch:
+            moving = moving_pixels(batch["object_motion"])
+            self.regions["moving"].update(predictions["depth"], batch["depth"], region=moving)
+            self.regions["static"].update(predictions["depth"], batch["depth"], region=~moving)
         if "normals" in batch and "intrinsics" in batch:
             derived = ops.convert_to_numpy(normals_from_depth(ops.convert_to_tensor(predictions["depth"]), ops.convert_to_tensor(batch["intrinsics"])))
             self.derived.update(derived, batch["normals"])
 
     def result(self):
         out = self.metrics.result()
+        for name, metrics in self.regions.items():
+            if metrics.num_images:
+                out.update({f"{name}_{k}": v for k, v in metrics.result().items()})
+                out[f"{name}_images"] = metrics.num_images
         if self.derived.num_pixels:
             out.update({f"derived_normals_{k}": v for k, v in self.derived.result().items()})
         return out

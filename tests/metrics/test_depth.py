@@ -119,3 +119,20 @@ def test_accumulator_options_are_forwarded():
     metrics = DepthMetrics(median_scaling=True, max_depth=80.0)
     metrics.update(3.0 * gt, gt, mask=np.ones_like(gt, bool))
     assert metrics.result()["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_region_scores_its_pixels_but_scales_with_the_whole_image():
+    gt = np.full((1, 2, 4, 1), 10.0)
+    pred = gt.copy()
+    pred[0, 0, 0, 0] = 20.0  # one wrong pixel (the median scale stays 1)
+    region = np.zeros_like(gt, bool)
+    region[0, 0, :2] = True  # the wrong pixel and a right one
+    errors = depth_errors(pred, gt, median_scaling=True, region=region)
+    assert errors["abs_rel"][0] == pytest.approx(0.5)  # (1.0 + 0.0) / 2
+    # Scaled within the region alone, its median (15) would halve the error.
+    within = depth_errors(pred, gt, mask=region, median_scaling=True)
+    assert within["abs_rel"][0] == pytest.approx(((20 * 10 / 15 - 10) / 10 + (10 - 10 * 10 / 15) / 10) / 2)
+    rest = depth_errors(pred, gt, median_scaling=True, region=~region)
+    assert rest["abs_rel"][0] == pytest.approx(0.0)
+    empty = depth_errors(pred, gt, region=np.zeros_like(region))
+    assert np.isnan(empty["abs_rel"][0])

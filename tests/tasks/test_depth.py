@@ -67,3 +67,22 @@ def test_norm_option_builds_the_depth_from_videos_normalisation():
     model = task.build_model()
     assert any(type(l).__name__ == "RandomizedLayerNormalization" for l in model.layers)
     assert not any(type(l).__name__ == "BatchNormalization" for l in model.layers)
+
+
+def test_metrics_split_moving_and_static_pixels_when_object_motion_is_given():
+    task = DepthTask(median_scaling=True)
+    gt = np.full((2, 32, 32, 1), 10.0, np.float32)
+    pred = gt.copy()
+    pred[:, :4] = 15.0  # wrong only on the moving rows
+    motion = np.zeros((2, 32, 32, 3), np.float32)
+    motion[:, :4, :, 2] = 0.8  # metres per frame
+    acc = task.make_metrics()
+    acc.update({"image": np.zeros((2, 32, 32, 3), np.uint8), "depth": gt, "object_motion": motion}, {"depth": pred})
+    result = acc.result()
+    assert result["moving_abs_rel"] == pytest.approx(0.5)
+    assert result["static_abs_rel"] == pytest.approx(0.0)
+    assert result["abs_rel"] == pytest.approx(0.5 * 4 / 32)
+    assert result["moving_images"] == 2
+    plain = task.make_metrics()
+    plain.update({"image": np.zeros((2, 32, 32, 3), np.uint8), "depth": gt}, {"depth": pred})
+    assert not any(k.startswith(("moving_", "static_")) for k in plain.result())
