@@ -9,6 +9,14 @@ both directions) and L_seg the squared L2 distance between the segmentation logi
 the other frame's logits warped onto it (Eq. 4, both directions, on visible pixels). Segmentation
 receives the gradient of L_seg through its logits; depth and motion through the warps of both
 terms; the motion field's smoothness and sparsity regularise the motion task only.
+
+Eq. (4) as squared L2 between logits has a trivial minimiser: shrinking every logit towards a constant
+lowers it, and on the unlabelled domain the segmentation network finds that (benchmarks/README.md).
+``segmentation_form = "confident_cross_entropy"`` replaces it by the cross-entropy of a frame's logits
+to the warped other frame's labels where that frame is confident (max probability >= ``confidence``):
+sharpening agreeing predictions lowers it, flattening them raises it. Its targets are discrete, so
+only segmentation receives its gradient; depth and motion stay tied to segmentation through the
+movable mask of Eq. (2).
 """
 
 from __future__ import annotations
@@ -26,6 +34,26 @@ from taskology_tf.tasks.segmentation import movable_class_ids, movable_mask
 
 SEGMENTATION_KEYS = ("segmentation_logits", "segmentation_logits_next")
 FIELD_KEYS = ("residual_translation", "residual_translation_backward")
+SEGMENTATION_FORMS = ("logits_l2", "confident_cross_entropy")
+
+
+def segmentation_disagreement(logits, warped_logits, form: str = "logits_l2", confidence: float = 0.9):
+    """Per-pixel disagreement of a frame's logits with the other frame's logits warped onto it: [B, H, W, 1].
+
+    logits, warped_logits: [B, H, W, C]. ``"logits_l2"``: ``sum_c (warped - logits)^2`` (the paper's Eq. 4);
+    ``"confident_cross_entropy"``: ``-log softmax(logits)[argmax warped]`` where ``max softmax(warped) >=
+    confidence``, else 0 (no gradient through the warped side).
+    """
+    if form == "logits_l2":
+        return ops.sum(ops.square(warped_logits - logits), axis=-1, keepdims=True)
+    if form == "confident_cross_entropy":
+        peer = ops.stop_gradient(ops.softmax(warped_logits, axis=-1))
+        labels = ops.argmax(peer, axis=-1)
+        confident = ops.cast(ops.max(peer, axis=-1, keepdims=True) >= confidence, "float32")
+        log_probs = ops.log_softmax(logits, axis=-1)
+        picked = ops.take_along_axis(log_probs, ops.expand_dims(labels, -1), axis=-1)
+        return -picked * confident
+    raise ValueError(f"segmentation_form must be one of {SEGMENTATION_FORMS}, got {form!r}.")
 
 
 def video_consistency_terms(
@@ -37,6 +65,8 @@ def video_consistency_terms(
     movable_ids=None,
     occlusion_tolerance: float = 0.05,
     backward: str = "predicted",
+    segmentation_form: str = "logits_l2",
+    confidence: float = 0.9,
     **photometric_kwargs,
 ):
     """Every term per example, unweighted: the ``depth_motion_terms`` (with object motion) plus
@@ -46,6 +76,7 @@ def video_consistency_terms(
     residual_translation, residual_translation_backward}, segmentation {segmentation_logits,
     segmentation_logits_next}. ``backward``: "predicted" or "inverse" camera motion for the
     t+1 -> t warps (see ``depth_motion_terms``); the backward object motion is always predicted.
+    ``segmentation_form``, ``confidence``: the form of Eq. (4) (see ``segmentation_disagreement``).
     """
     movable_ids = tuple(movable_class_ids() if movable_ids is None else movable_ids)
     seg = predictions[segmentation_task]
@@ -71,8 +102,8 @@ def video_consistency_terms(
     for target, target_depth, source, source_depth, transform, f in directions:
         warped, visible, _ = ph.warp_from(source, source_depth, target_depth, intrinsics, transform, f,
                                           occlusion_tolerance)
-        squared = ops.sum(ops.square(warped - target), axis=-1, keepdims=True)  # L2 squared over classes
-        terms["segmentation"] = terms["segmentation"] + ph.masked_mean(squared, visible)
+        disagreement = segmentation_disagreement(target, warped, segmentation_form, confidence)
+        terms["segmentation"] = terms["segmentation"] + ph.masked_mean(disagreement, visible)
     terms["field_smoothness"] = ph.motion_field_smoothness(motion["residual_translation"]) + \
         ph.motion_field_smoothness(motion["residual_translation_backward"])
     terms["field_sparsity"] = ph.motion_field_sparsity(motion["residual_translation"]) + \
@@ -97,6 +128,8 @@ def depth_motion_segmentation(
     motion_weight: float | None = None,
     segmentation_weight: float | None = None,
     segmentation_consistency: float = 1.0,
+    segmentation_form: str = "logits_l2",
+    confidence: float = 0.9,
     l1_weight: float = 0.15,
     ssim_weight: float = 0.85,
     occlusion_tolerance: float = 0.05,
@@ -113,9 +146,15 @@ def depth_motion_segmentation(
 ) -> Relation:
     """Eq. (5) between a two-frame depth task, a motion task with ``object_motion`` and a two-frame
     segmentation task. ``segmentation_consistency`` weighs L_seg against L_ph (the paper: 1);
-    the other weights (and ``backward``) as in ``depth_motion``; ``field_*`` regularise the residual
+    ``segmentation_form`` ("logits_l2", the paper's, or "confident_cross_entropy") and ``confidence``
+    choose its form (see ``segmentation_disagreement``); the other weights (and ``backward``) as in ``depth_motion``; ``field_*`` regularise the residual
     translation field.
     """
+    if segmentation_form not in SEGMENTATION_FORMS:
+        raise ValueError(f"depth_motion_segmentation.segmentation_form must be one of {SEGMENTATION_FORMS}, "
+                         f"got {segmentation_form!r}.")
+    if not 0.0 < confidence <= 1.0:
+        raise ValueError(f"depth_motion_segmentation.confidence must be in (0, 1], got {confidence}.")
     weights = {
         "segmentation": segmentation_consistency,
         "smoothness": smoothness,
@@ -135,6 +174,8 @@ def depth_motion_segmentation(
             depth_task=depth,
             motion_task=motion,
             segmentation_task=segmentation,
+            segmentation_form=segmentation_form,
+            confidence=confidence,
             l1_weight=l1_weight,
             ssim_weight=ssim_weight,
             occlusion_tolerance=occlusion_tolerance,

@@ -1,12 +1,13 @@
 """Tests for the Eq. (2)-(5) relation between depth, motion (with object motion) and segmentation."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from keras import ops
 
 from taskology_tf.core.registry import relation_factory
 from taskology_tf.data.example import CLASS_NAMES
-from taskology_tf.relations.depth_motion_segmentation import video_consistency_terms
+from taskology_tf.relations.depth_motion_segmentation import segmentation_disagreement, video_consistency_terms
 
 B, H, W, C = 2, 16, 24, len(CLASS_NAMES)
 CAR = CLASS_NAMES.index("car")
@@ -106,3 +107,35 @@ def test_inverse_backward_ignores_the_predicted_backward_camera_motion():
     ignored = video_consistency_terms(inputs, preds, backward="inverse")
     for key in ("photometric", "segmentation"):
         np.testing.assert_allclose(ops.convert_to_numpy(ignored[key]), ops.convert_to_numpy(exact[key]), rtol=1e-6)
+
+
+def test_shrinking_agreeing_logits_lowers_the_paper_form_but_raises_the_confident_form():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0.0, 1.0, (B, H, W, C)).astype(np.float32)
+    logits[..., ROAD] += 6.0  # confident
+    other = logits + rng.normal(0.0, 0.3, logits.shape).astype(np.float32)  # agrees, not exactly
+    def total(form, scale):
+        d = segmentation_disagreement(ops.convert_to_tensor(scale * logits), ops.convert_to_tensor(scale * other), form)
+        return float(ops.mean(d))
+    assert total("logits_l2", 0.5) < total("logits_l2", 1.0)  # collapse towards constant logits is downhill
+    assert total("confident_cross_entropy", 0.8) > total("confident_cross_entropy", 1.0)  # and uphill here
+    flat = segmentation_disagreement(ops.zeros((B, H, W, C)), ops.zeros((B, H, W, C)), "confident_cross_entropy")
+    np.testing.assert_allclose(ops.convert_to_numpy(flat), 0.0)  # no confident peer label, no target
+
+
+def test_confident_form_trains_only_segmentation_and_rejects_unknown_forms():
+    inputs = _inputs(1)
+    preds = _predictions(0.2)
+    logits = tf.Variable(np.roll(preds["segmentation"]["segmentation_logits"], 2, axis=1))
+    depth = tf.Variable(preds["depth"]["depth"])
+    with tf.GradientTape() as tape:
+        p = dict(preds, depth={"depth": depth, "depth_next": preds["depth"]["depth_next"]},
+                 segmentation={"segmentation_logits": tf.identity(logits),
+                               "segmentation_logits_next": preds["segmentation"]["segmentation_logits_next"]})
+        seg = tf.reduce_sum(video_consistency_terms(inputs, p, segmentation_form="confident_cross_entropy",
+                                                    confidence=0.5)["segmentation"])
+    g_logits, g_depth = tape.gradient(seg, [logits, depth])
+    assert float(seg) > 0 and float(tf.reduce_max(tf.abs(g_logits))) > 0
+    assert g_depth is None or float(tf.reduce_max(tf.abs(g_depth))) == 0.0
+    with pytest.raises(ValueError, match="segmentation_form"):
+        relation_factory("depth_motion_segmentation")(segmentation_form="l1")
