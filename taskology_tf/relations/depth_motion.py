@@ -48,7 +48,7 @@ def depth_motion_terms(
     motion_task: str = "motion",
     l1_weight: float = 0.15,
     ssim_weight: float = 0.85,
-    occlusion_tolerance: float = 0.05,
+    occlusion_tolerance: float | None = 0.05,
     translation_fields=None,
     blur_sizes=(1,),
     backward: str = "predicted",
@@ -119,7 +119,7 @@ def depth_motion(
     motion_weight: float | None = None,
     l1_weight: float = 0.15,
     ssim_weight: float = 0.85,
-    occlusion_tolerance: float = 0.05,
+    occlusion_tolerance: float | None = 0.05,
     blur_sizes=(1,),
     backward: str = "predicted",
     smoothness: float = 1e-3,
@@ -135,7 +135,7 @@ def depth_motion(
       depth, motion: task names in the experiment (the depth task needs ``frames = 2``).
       weight: relation weight for both tasks; ``depth_weight`` / ``motion_weight`` override it per task.
       l1_weight, ssim_weight: mix of the per-pixel photometric error.
-      occlusion_tolerance: relative depth margin of the occlusion test (see ``photometric.warp_from``).
+      occlusion_tolerance: relative depth margin of the occlusion test, None for none (see ``photometric.warp_from``).
       blur_sizes: box-blur window sizes the photometric error is averaged over (see ``depth_motion_terms``).
       backward: "predicted" or "inverse" backward motion (see ``depth_motion_terms``).
       smoothness, depth_consistency, rotation_cycle, translation_cycle: weights of the regularisers.

@@ -71,7 +71,7 @@ def box_blur(image, size: int):
 
 
 def warp_from(source_image, source_depth, depth, intrinsics, transform, translation_field=None,
-              occlusion_tolerance: float = 0.05):
+              occlusion_tolerance: float | None = 0.05):
     """Reconstruct a target frame from a source frame (Eq. (2) then bilinear sampling).
 
     Args:
@@ -82,7 +82,10 @@ def warp_from(source_image, source_depth, depth, intrinsics, transform, translat
       transform: [B, 4, 4] target camera -> source camera.
       translation_field: optional [B, H, W, 3] per-pixel object motion (already masked).
       occlusion_tolerance: a target pixel counts as visible in the source when its depth there is at
-        most ``(1 + tolerance)`` times the source's own depth at that spot (else it is occluded).
+        most ``(1 + tolerance)`` times the source's own depth at that spot (else it is occluded); None:
+        no occlusion test. The test uses *predicted* depths, so a pixel whose depth is over-estimated
+        looks occluded and gets no photometric gradient that could correct it (a trap measured in
+        benchmarks/README.md, "Depth ladder"); the Table 1 experiments turn it off.
     Returns:
       reconstruction: [B, H, W, C] the target as seen through the source (edges repeated outside);
       mask: [B, H, W, 1] float, 1 where the point lands inside the source image, in front of its camera
@@ -94,8 +97,10 @@ def warp_from(source_image, source_depth, depth, intrinsics, transform, translat
     reconstruction, inside = bilinear_sample(source_image, uv, padding="border")
     sampled_depth, _ = bilinear_sample(source_depth, uv, padding="border")
     in_front = ops.cast(warped_depth > 0.0, "float32")
-    visible = ops.cast(warped_depth <= sampled_depth * (1.0 + occlusion_tolerance), "float32")
-    mask = ops.stop_gradient(inside * in_front * visible)
+    mask = inside * in_front
+    if occlusion_tolerance is not None:
+        mask = mask * ops.cast(warped_depth <= sampled_depth * (1.0 + occlusion_tolerance), "float32")
+    mask = ops.stop_gradient(mask)
     depth_error = ops.abs(warped_depth - sampled_depth) / ops.maximum(warped_depth + sampled_depth, 1e-3)
     return reconstruction, mask, depth_error
 

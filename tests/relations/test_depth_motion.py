@@ -106,3 +106,30 @@ def test_blurred_copies_keep_the_true_motion_best():
         preds = {"depth": {"depth": depth, "depth_next": depth}, "motion": _motion_predictions(batch["ego_motion"], scale)}
         losses[name] = ops.convert_to_numpy(depth_motion_terms(inputs, preds, blur_sizes=(1, 5, 9))["photometric"])
     assert np.all(losses["true"] < losses["half"])
+
+
+def test_occlusion_test_hides_over_estimated_depth_from_its_correction():
+    """The occlusion test compares predicted depths, so a patch predicted too far looks occluded and gets
+    no gradient; without the test (occlusion_tolerance=None) the gradient pulls it back towards the truth."""
+    ex = [render_example(i, style="sim", height=64, width=128, with_next=True, next_labels=True) for i in range(2)]
+    batch = {k: np.stack([e[k] for e in ex]) for k in ("image", "image_next", "intrinsics", "depth", "depth_next",
+                                                        "ego_motion", "object_motion", "object_motion_backward")}
+    inputs = {k: batch[k] for k in ("image", "image_next", "intrinsics")}
+    true = {k: np.where(batch[k] > 0, batch[k], 1000.0).astype(np.float32) for k in ("depth", "depth_next")}
+    patch = np.zeros_like(true["depth"], bool)
+    patch[:, 40:56, 32:96] = True  # road in front of the car
+    far = tf.constant(np.where(patch, 1.3 * true["depth"], true["depth"]))
+    fields = (tf.constant(batch["object_motion"]), tf.constant(batch["object_motion_backward"]))
+    grads = {}
+    for tolerance in (0.05, None):
+        with tf.GradientTape() as tape:
+            tape.watch(far)
+            preds = {"depth": {"depth": far, "depth_next": true["depth_next"]},
+                     "motion": _motion_predictions(batch["ego_motion"])}
+            terms = depth_motion_terms(inputs, preds, occlusion_tolerance=tolerance, translation_fields=fields,
+                                       backward="inverse")
+            loss = tf.reduce_sum(terms["photometric"])
+        grads[tolerance] = tape.gradient(loss, far).numpy()[patch]
+    assert np.mean(grads[0.05] != 0.0) < 0.25  # hidden: 8 % of the patch gets a gradient
+    assert np.mean(grads[None] != 0.0) > 0.75  # 94 %
+    assert np.sum(grads[None]) > 0.0  # descent lowers the over-estimated depth
