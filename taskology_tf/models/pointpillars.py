@@ -117,6 +117,10 @@ class PointPillarsConfig:
     flow_fusion_channels: int = 128
     flow_fusion_convs: int = 2
     direction_head: bool = True
+    # Keras BatchNormalization momentum of the moving statistics used at inference. 0.99 (PointPillars)
+    # averages over ~100 steps: while the weights still move fast (high learning rate, short runs) the
+    # inference-time statistics lag the training-time ones and the eval predictions differ.
+    bn_momentum: float = 0.99
 
     def __post_init__(self):
         n = len(self.block_channels)
@@ -127,6 +131,8 @@ class PointPillarsConfig:
             )
         if min(self.block_depths) < 1:
             raise ValueError(f"every backbone block needs at least 1 conv, got block_depths={self.block_depths}.")
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}.")
         if self.frames < 1 or self.num_anchors < 1 or self.max_pillars < 1 or self.max_points_per_pillar < 1:
             raise ValueError(f"frames, num_anchors, max_pillars and max_points_per_pillar must be >= 1, got {self}.")
         total = math.prod(self.block_strides)
@@ -397,9 +403,9 @@ class PerAnchorFrames(layers.Layer):
 # --- network pieces -------------------------------------------------------------------------------
 
 
-def _conv_bn_relu(x, filters: int, stride: int, name: str):
+def _conv_bn_relu(x, filters: int, stride: int, name: str, momentum: float = 0.99):
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(epsilon=1e-3, momentum=momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -409,7 +415,7 @@ def pillar_feature_net(points, mask, config: PointPillarsConfig, name: str):
         config.grid, config.max_pillars, config.max_points_per_pillar, name=f"{name}_pillarize"
     )(points, mask)
     x = layers.Dense(config.pillar_channels, use_bias=False, name=f"{name}_pfn_dense")(features)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=f"{name}_pfn_bn")(x)
+    x = layers.BatchNormalization(epsilon=1e-3, momentum=config.bn_momentum, name=f"{name}_pfn_bn")(x)
     x = layers.ReLU(name=f"{name}_pfn_relu")(x)
     x = MaskedMax(name=f"{name}_pfn_max")(x, point_mask)
     return ScatterToBEV(config.grid.height, config.grid.width, name=f"{name}_scatter")(x, cells)
@@ -424,10 +430,10 @@ def pointpillars_backbone(x, config: PointPillarsConfig, name: str):
     ):
         cumulative *= stride
         for j in range(depth):
-            x = _conv_bn_relu(x, filters, stride if j == 0 else 1, f"{name}_block{i + 1}_{j}")
+            x = _conv_bn_relu(x, filters, stride if j == 0 else 1, f"{name}_block{i + 1}_{j}", config.bn_momentum)
         factor = cumulative // config.output_stride
         y = layers.Conv2DTranspose(up, factor, strides=factor, use_bias=False, name=f"{name}_up{i + 1}_deconv")(x)
-        y = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=f"{name}_up{i + 1}_bn")(y)
+        y = layers.BatchNormalization(epsilon=1e-3, momentum=config.bn_momentum, name=f"{name}_up{i + 1}_bn")(y)
         outputs.append(layers.ReLU(name=f"{name}_up{i + 1}_relu")(y))
     if len(outputs) == 1:
         return outputs[0]
@@ -492,7 +498,7 @@ def build_pointpillars(
         if "flow" in heads:
             fused = FramesToChannels(nf, name=f"{name}_flow_frames_to_channels")(features)
             for i in range(config.flow_fusion_convs):
-                fused = _conv_bn_relu(fused, config.flow_fusion_channels, 1, f"{name}_flow_fusion{i}")
+                fused = _conv_bn_relu(fused, config.flow_fusion_channels, 1, f"{name}_flow_fusion{i}", config.bn_momentum)
             outputs["box_flow"] = _flow_head(fused, config, name)
     else:  # a separate flow model: early fusion of the frames' pseudo-images, one backbone
         stacked = FramesToChannels(nf, name=f"{name}_frames_to_channels")(pseudo)

@@ -192,7 +192,9 @@ def match_anchors(boxes, box_mask, grid: BevGrid, anchor: AnchorConfig = AnchorC
       grid: the output grid of the anchors; anchor: anchor sizes, headings, thresholds.
     Returns dict of [B, H, W, n_a] tensors:
       ``assigned`` int32 index of the matched box (-1: none), ``positive`` / ``negative`` bool,
-      ``iou`` float32 best standup IoU of the anchor.
+      ``iou`` float32 best standup IoU of the anchor, ``best`` int32 the box of largest IoU of every anchor
+      that overlaps one (the forced box for force-matched anchors; -1: no overlap), also for anchors that are
+      neither positive nor negative.
     """
     boxes = ops.stop_gradient(ops.cast(boxes, "float32"))
     valid = ops.cast(box_mask, "bool")
@@ -259,6 +261,7 @@ def match_anchors(boxes, box_mask, grid: BevGrid, anchor: AnchorConfig = AnchorC
     out_shape = (b, h, w, na)
     return {
         "assigned": ops.reshape(ops.where(positive, assigned, -1), out_shape),
+        "best": ops.reshape(ops.where(ops.logical_or(positive, max_iou > 0.0), assigned, -1), out_shape),
         "positive": ops.reshape(positive, out_shape),
         "negative": ops.reshape(negative, out_shape),
         "iou": ops.reshape(max_iou, out_shape),

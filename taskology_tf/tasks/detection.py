@@ -43,6 +43,7 @@ anchors over its labelled frames):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -135,6 +136,12 @@ def flow_targets(boxes, box_mask, track_ids):
     return ops.stack(targets, axis=2), ops.stack(valid, axis=2)
 
 
+def in_grid(boxes, grid):
+    """[...] bool: box centres (boxes [..., 7]) inside the x-y extent of ``grid`` (a ``BevGrid``); keras.ops."""
+    x, y = boxes[..., 0], boxes[..., 1]
+    return ops.logical_and(ops.logical_and(x >= grid.x_min, x < grid.x_max), ops.logical_and(y >= grid.y_min, y < grid.y_max))
+
+
 @register_task("detection")
 @gin.configurable
 class DetectionTask(Task):
@@ -148,12 +155,22 @@ class DetectionTask(Task):
         detection-only task; its loss is the flow term only).
       frames: n_f (None: the preset's, 3).
       max_pillars, max_points_per_pillar: override the preset's pillarisation sizes.
+      grid: override fields of the preset's pillar grid (a dict of ``BevGrid`` fields, e.g.
+        ``{"cell_size": 0.4, "width": 40, "height": 40, "x_min": -8.0, "y_min": -8.0}``).
+      network: override other ``PointPillarsConfig`` fields of the preset (a dict, e.g.
+        ``{"pillar_channels": 32, "block_channels": (32, 64, 64), "up_channels": (32, 32, 32)}``).
+      bn_momentum: BatchNormalization momentum (None: the preset's, 0.99).
       anchor_size: (length, width, height) metres; anchor_z: centre height (None: ``ANCHOR_Z[preset]``);
       anchor_headings: radians (n_a = their number).
       positive_iou, negative_iou, match_radius: anchor matching (see ``box_coding``).
+      regress_ignored: also train the box and direction of the anchors that are neither positive nor
+        negative (IoU in [negative_iou, positive_iou)) towards their box of largest IoU. Their class logits are
+        not supervised, so they can fire; without this their boxes are never trained (ladder step (a)).
       class_weight, box_weight, direction_weight, flow_weight: loss weights (PointPillars: 1, 2, 0.2).
       focal_alpha, focal_gamma, smooth_l1_beta: loss shapes.
       learning_rate: Adam (PointPillars: 2e-4).
+      lr_decay_steps, lr_final_fraction: > 0: the rate follows a cosine from ``learning_rate`` down to
+        ``lr_final_fraction`` of it over that many steps (set it to the run's steps); 0: constant.
       score_threshold, nms_iou, max_boxes, pre_nms_top_k: decoding for evaluation and pictures.
       metric_iou: IoU of a true positive (Waymo vehicles: 0.7).
       eval_frames: "current" (each window's latest frame; every frame of a sequence once) or "all".
@@ -171,12 +188,16 @@ class DetectionTask(Task):
         frames: int | None = None,
         max_pillars: int | None = None,
         max_points_per_pillar: int | None = None,
+        grid: dict | None = None,
+        network: dict | None = None,
+        bn_momentum: float | None = None,
         anchor_size: Sequence[float] = bc.VEHICLE_SIZE,
         anchor_z: float | None = None,
         anchor_headings: Sequence[float] = (0.0, math.pi / 2),
         positive_iou: float = 0.6,
         negative_iou: float = 0.45,
         match_radius: float = 3.0,
+        regress_ignored: bool = False,
         class_weight: float = 1.0,
         box_weight: float = 2.0,
         direction_weight: float = 0.2,
@@ -185,6 +206,8 @@ class DetectionTask(Task):
         focal_gamma: float = 2.0,
         smooth_l1_beta: float = 1.0 / 9.0,
         learning_rate: float = 2e-4,
+        lr_decay_steps: int = 0,
+        lr_final_fraction: float = 0.0,
         score_threshold: float = 0.05,
         nms_iou: float = 0.5,
         max_boxes: int = 100,
@@ -205,6 +228,12 @@ class DetectionTask(Task):
             overrides["max_pillars"] = int(max_pillars)
         if max_points_per_pillar is not None:
             overrides["max_points_per_pillar"] = int(max_points_per_pillar)
+        if network:
+            overrides.update({k: tuple(v) if isinstance(v, list) else v for k, v in dict(network).items()})
+        if bn_momentum is not None:
+            overrides["bn_momentum"] = float(bn_momentum)
+        if grid:
+            overrides["grid"] = dataclasses.replace(get_config(preset).grid, **dict(grid))
         self.preset = preset
         self.config = get_config(preset, **overrides)
         if "flow" in heads and self.config.frames < 2:
@@ -216,11 +245,16 @@ class DetectionTask(Task):
             size=tuple(float(s) for s in anchor_size), z=float(anchor_z), headings=tuple(float(h) for h in anchor_headings),
             positive_iou=positive_iou, negative_iou=negative_iou, match_radius=match_radius,
         )
+        self.regress_ignored = bool(regress_ignored)
         self.grid = self.config.output_grid
         self.anchors = bc.make_anchors(self.grid, self.anchor)  # [H, W, n_a, 7] numpy
         self.weights = {"class": class_weight, "box": box_weight, "direction": direction_weight, "flow": flow_weight}
         self.focal_alpha, self.focal_gamma, self.smooth_l1_beta = focal_alpha, focal_gamma, smooth_l1_beta
         self.learning_rate = learning_rate
+        if lr_decay_steps < 0 or not 0.0 <= lr_final_fraction <= 1.0:
+            raise ValueError(f"Need lr_decay_steps >= 0 and 0 <= lr_final_fraction <= 1, got {lr_decay_steps}, "
+                             f"{lr_final_fraction}.")
+        self.lr_decay_steps, self.lr_final_fraction = int(lr_decay_steps), float(lr_final_fraction)
         self.decode_args = dict(score_threshold=score_threshold, nms_iou=nms_iou, max_boxes=max_boxes,
                                 pre_nms_top_k=pre_nms_top_k)
         self.metric_iou = metric_iou
@@ -261,14 +295,28 @@ class DetectionTask(Task):
         labelled = ops.cast(batch["labelled"], "float32") > 0.5  # [B, n_f]
         mask = ops.logical_and(ops.cast(batch["box_mask"], "float32") > 0.5, labelled[..., None])
         flat_boxes = ops.reshape(boxes, (-1, n, 7))
-        match = bc.match_anchors(flat_boxes, ops.reshape(mask, (-1, n)), self.grid, self.anchor)
+        flat_mask = ops.reshape(mask, (-1, n))
+        # Boxes centred outside the grid are not targets (the evaluation drops them too): anchors overlapping
+        # them (IoU >= negative_iou) are neither positive nor negative, so firing on a partly visible
+        # vehicle at the edge is not punished and no edge anchor is forced onto a box it cannot reach.
+        inside = in_grid(flat_boxes, self.config.grid)
+        match = bc.match_anchors(flat_boxes, ops.logical_and(flat_mask, inside), self.grid, self.anchor)
+        outside_iou = bc.match_anchors(flat_boxes, ops.logical_and(flat_mask, ops.logical_not(inside)), self.grid,
+                                       self.anchor)["iou"]
+        match["negative"] = ops.logical_and(match["negative"], outside_iou < self.anchor.negative_iou)
         h, w, na = self.grid.height, self.grid.width, self.anchor.num_anchors
-        assigned = ops.maximum(match["assigned"], 0)
-        gt = ops.take_along_axis(flat_boxes, ops.repeat(ops.reshape(assigned, (-1, h * w * na, 1)), 7, axis=-1), axis=1)
+        # The box of largest IoU of every overlapping anchor (the matched box at positives).
+        best = ops.maximum(match["best"], 0)
+        gt = ops.take_along_axis(flat_boxes, ops.repeat(ops.reshape(best, (-1, h * w * na, 1)), 7, axis=-1), axis=1)
         gt = ops.reshape(gt, (-1, h, w, na, 7))
         anchors = ops.convert_to_tensor(self.anchors)
+        regress = match["positive"]
+        if self.regress_ignored:
+            ignored = ops.logical_not(ops.logical_or(match["positive"], match["negative"]))
+            regress = ops.logical_or(regress, ops.logical_and(ignored, match["best"] >= 0))
         out = {
             "positive": match["positive"], "negative": match["negative"], "assigned": match["assigned"],
+            "regress": regress,
             "residuals": bc.encode_boxes(gt, anchors), "direction": bc.direction_target(gt, anchors),
         }
         out = {k: ops.reshape(v, (-1, nf) + tuple(v.shape[1:])) for k, v in out.items()}
@@ -286,14 +334,15 @@ class DetectionTask(Task):
             logits = frames_first(predictions["class_logits"])
             focal = sigmoid_focal_loss(logits, positive, self.focal_alpha, self.focal_gamma) * care
             terms["class"] = ops.sum(focal, axis=(1, 2, 3, 4)) / num_pos
+            regress = ops.cast(t["regress"], "float32")  # positives (and ignored anchors with regress_ignored)
             res = frames_first(predictions["residuals"])
             diff = res - t["residuals"]
             diff = ops.concatenate([diff[..., :6], ops.sin(diff[..., 6:7])], axis=-1)
-            box = ops.sum(smooth_l1(diff, self.smooth_l1_beta), axis=-1) * positive
+            box = ops.sum(smooth_l1(diff, self.smooth_l1_beta), axis=-1) * regress
             terms["box"] = ops.sum(box, axis=(1, 2, 3, 4)) / num_pos
             if self.config.direction_head:
                 dir_logits = frames_first(predictions["direction_logits"])
-                bce = binary_cross_entropy_with_logits(dir_logits, t["direction"]) * positive
+                bce = binary_cross_entropy_with_logits(dir_logits, t["direction"]) * regress
                 terms["direction"] = ops.sum(bce, axis=(1, 2, 3, 4)) / num_pos
         if "flow" in self.heads:
             terms["flow"] = self._flow_loss(batch, predictions["box_flow"], t)
@@ -325,6 +374,9 @@ class DetectionTask(Task):
         return total
 
     def make_optimizer(self):
+        if self.lr_decay_steps:
+            return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+                self.learning_rate, self.lr_decay_steps, alpha=self.lr_final_fraction))
         return keras.optimizers.Adam(self.learning_rate)
 
     # --- evaluation ---------------------------------------------------------------------------------
@@ -379,6 +431,8 @@ class _DetectionAccumulator:
                     continue
                 if "class_logits" in predictions:
                     pred_boxes, scores = self.task.decode_frame(predictions, b, f)
+                    inside = self._in_grid(pred_boxes)  # as the ground truths: centres inside the grid
+                    pred_boxes, scores = pred_boxes[inside], scores[inside]
                     keep = mask[b, f] & self._in_grid(boxes[b, f])
                     gt_points = None if points_in is None else np.asarray(points_in)[b, f][keep]
                     self.metrics.update(pred_boxes, scores, boxes[b, f][keep], gt_num_points=gt_points)
@@ -386,7 +440,8 @@ class _DetectionAccumulator:
             self._flow_update(batch, np.asarray(predictions["box_flow"]))
 
     def _in_grid(self, boxes):
-        """[N] bool: box centres inside the grid's x-y extent (the detector cannot see beyond it)."""
+        """[N] bool: box centres inside the grid's x-y extent (the detector cannot see beyond it; ground truths and
+        predictions centred outside are both left out, as the loss leaves them out)."""
         g = self.task.config.grid
         return (boxes[:, 0] >= g.x_min) & (boxes[:, 0] < g.x_max) & (boxes[:, 1] >= g.y_min) & (boxes[:, 1] < g.y_max)
 

@@ -82,6 +82,9 @@ def test_match_anchors_axis_aligned_case():
     assert not m["positive"][0, 16, 19, 0] and not m["negative"][0, 16, 19, 0]
     assert set(np.unique(m["assigned"][m["positive"]])) == {1}
     assert np.all(m["assigned"][~m["positive"]] == -1)
+    # ``best`` names the box of every overlapping anchor, ignored ones included (for their regression).
+    assert m["best"][0, 16, 19, 0] == 1 and m["best"][0, 16, 16, 0] == 1
+    assert np.all(m["best"][m["iou"] <= 0.0] == -1) and np.all(m["best"][m["positive"]] == 1)
 
 
 def test_match_anchors_force_matches_large_boxes_and_ignores_padding():

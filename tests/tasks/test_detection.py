@@ -154,3 +154,84 @@ def test_head_subsets_and_validation():
     with pytest.raises(ValueError, match="frames >= 2"):
         DetectionTask(frames=1)
     assert DetectionTask(frames=1, heads=("detection",)).config.frames == 1
+
+
+def _one_box_batch(box, frames=NF):
+    """One example whose every frame holds ``box`` (labelled), random points."""
+    batch = _batch(labelled=((1, 1, 1), (1, 1, 1)))
+    boxes = np.zeros_like(batch["boxes"])
+    boxes[:, :, 0] = box
+    mask = np.zeros_like(batch["box_mask"])
+    mask[:, :, 0] = 1.0
+    return dict(batch, boxes=boxes, box_mask=mask, track_ids=np.where(mask > 0, 5, -1).astype(np.int64))
+
+
+def test_boxes_centred_outside_the_grid_are_ignored_not_negative():
+    """Ladder step (c): 45 % of the synthetic vehicles within the 12 m range have their centre outside the 16 m
+    grid. They used to force-match edge anchors (targets the network cannot see) while the evaluation
+    dropped them, so a detection of such a partly visible vehicle counted as a false positive."""
+    task = DetectionTask(preset="tiny")
+    outside = _one_box_batch([8.9, 2.25, -1.0, 4.5, 1.9, 1.5, 0.0])  # 0.9 m beyond the grid's x_max = 8
+    t = {k: np.asarray(v) for k, v in task.targets(outside).items()}
+    assert t["positive"].sum() == 0
+    edge = t["negative"][0, -1, 20, 31, 0]  # anchor at x = 7.75, y = 2.25: IoU with the box 0.55
+    assert not edge and t["negative"][0, -1, 20, 25, 0]  # 6 cells in: IoU 0, IoU 0.05, a negative
+    inside = _one_box_batch([7.4, 2.25, -1.0, 4.5, 1.9, 1.5, 0.0])
+    assert np.asarray(task.targets(inside)["positive"])[0, -1].sum() > 0
+    # The metrics leave out predictions centred outside the grid, as they leave out such ground truths.
+    acc = task.make_metrics()
+    logits = np.full((B, 32, 32, 2, NF), -9.0, np.float32)
+    logits[:, 20, 31, 0, :] = 9.0
+    residuals = np.zeros((B, 32, 32, 2, NF, 7), np.float32)
+    residuals[:, 20, 31, 0, :, 0] = (8.9 - 7.75) / math.hypot(4.7, 2.1)  # decodes to x = 8.9
+    acc.update(outside, {"class_logits": logits, "residuals": residuals})
+    assert acc.metrics.num_predictions == 0 and acc.metrics.num_gt[1] == 0
+
+
+def test_regress_ignored_trains_the_boxes_of_anchors_between_the_thresholds():
+    """Ladder step (a): anchors with IoU in [negative_iou, positive_iou) get no class target, so they can fire
+    with a high score; their never-trained boxes (e.g. 13 m tall) were ranked above the true positives
+    (measured before boxes centred outside the grid were left out of the targets)."""
+    box = [0.25, 0.25, -1.0, 4.7, 2.1, 1.7, 0.0]
+    batch = _one_box_batch(box)
+    plain = {k: np.asarray(v) for k, v in DetectionTask(preset="tiny").targets(batch).items()}
+    task = DetectionTask(preset="tiny", heads=("detection",), regress_ignored=True)
+    t = {k: np.asarray(v) for k, v in task.targets(batch).items()}
+    ignored = ~t["positive"] & ~t["negative"]
+    assert ignored[0, -1, 16, 19, 0]  # 1.5 m along the length: IoU 0.516
+    assert not plain["regress"][0, -1, 16, 19, 0] and t["regress"][0, -1, 16, 19, 0]
+    np.testing.assert_array_equal(plain["regress"], plain["positive"])
+    np.testing.assert_array_equal(t["regress"], t["positive"] | ignored)
+    # The target of an ignored anchor decodes to the box it overlaps.
+    decoded = np.asarray(bc.decode_residuals(t["residuals"][0, -1, 16, 19, 0], task.anchors[16, 19, 0]))
+    np.testing.assert_allclose(decoded, box, atol=1e-5)
+    # A box error at an ignored anchor costs loss with regress_ignored, nothing without.
+    to_model = lambda x: np.moveaxis(np.asarray(x), 1, 4)
+    wrong = np.array(t["residuals"])
+    wrong[0, -1, 16, 19, 0, 5] += 1.0  # its height off by a factor e
+    preds = {"class_logits": to_model(np.where(t["positive"], 9.0, -9.0).astype(np.float32)),
+             "residuals": to_model(wrong), "direction_logits": to_model(np.full(t["positive"].shape, -5.0, np.float32))}
+    assert float(np.asarray(task.loss_terms(batch, preds)["detection_box"])[0]) > 0.05
+    plain_task = DetectionTask(preset="tiny", heads=("detection",))
+    preds_plain = {k: v for k, v in preds.items()}
+    assert float(np.asarray(plain_task.loss_terms(batch, preds_plain)["detection_box"])[0]) < 1e-6
+
+
+def test_grid_network_and_batchnorm_overrides():
+    task = DetectionTask(preset="tiny", heads=("detection",), frames=1, bn_momentum=0.9,
+                         grid={"x_min": 0.0, "cell_size": 0.64, "width": 100, "height": 64, "y_min": -20.48},
+                         network={"pillar_channels": 16, "block_channels": [16, 32, 32]})
+    assert task.config.grid.z_min == -3.0 and task.config.grid.x_max == pytest.approx(64.0)
+    assert task.config.block_channels == (16, 32, 32) and task.config.pillar_channels == 16
+    assert task.config.bn_momentum == 0.9 and task.anchors.shape == (64, 100, 2, 7)
+
+
+def test_cosine_learning_rate_option():
+    constant = DetectionTask(preset="tiny", learning_rate=1e-3).make_optimizer()
+    assert float(constant.learning_rate) == pytest.approx(1e-3)
+    decayed = DetectionTask(preset="tiny", learning_rate=1e-3, lr_decay_steps=100, lr_final_fraction=0.1)
+    schedule = decayed.make_optimizer()._learning_rate
+    assert float(schedule(0)) == pytest.approx(1e-3) and float(schedule(100)) == pytest.approx(1e-4)
+    assert float(schedule(50)) == pytest.approx(0.55e-3, rel=1e-3)
+    with pytest.raises(ValueError, match="lr_decay_steps"):
+        DetectionTask(preset="tiny", lr_decay_steps=-1)
