@@ -1,0 +1,174 @@
+"""Ladder step (a) in isolation: the depth network alone, trained by the photometric loss of Eq. (2)-(3)
+against the synthetic world's TRUE camera and object motion, in a plain training loop (no Collective).
+
+    python benchmarks/depth_photometric.py --steps 1500 [--occlusion_tolerance none] [--seed 0] ...
+
+Quick to vary one thing at a time (about 0.1 s a step of batch 4 at 64x128 on the 2-core VM) and to see
+*where* the error lies: besides held-out Abs Rel (median-scaled, <= 80 m, 128 'sim' frames of seed 23) it
+prints the error on moving-object and static pixels, per true-depth band and per semantic class.
+Variants (measured in benchmarks/README.md, "Depth ladder"): ``--occlusion_tolerance``, ``--no_inside_mask``
+(border samples count too), ``--automask`` (monodepth2's: drop pixels the unwarped frame explains better),
+``--directions backward`` (only frame t+1 reconstructed from t), ``--disparity`` (sigmoid disparity head in
+[1/100, 2] 1/m instead of softplus depth), ``--supervised`` (log-depth regression on the labels: the bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+TRAIN_SEED, EVAL_SEED = 21, 23  # the mediator and held-out streams of gin/experiments/table1_common.gin
+KEYS = ("image", "image_next", "intrinsics", "depth", "depth_next", "ego_motion", "object_motion",
+        "object_motion_backward")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--cosine", action="store_true", help="cosine decay to 10 %% over --steps")
+    p.add_argument("--preset", default="tiny", help="depth network preset (tiny, small, resnet18, ...)")
+    p.add_argument("--clips", type=int, default=4096, help="training clips of the mediator stream")
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--blur_sizes", default="1,5,9")
+    p.add_argument("--smoothness", type=float, default=1e-3)
+    p.add_argument("--occlusion_tolerance", default="0.05", help="relative margin, or 'none' for no test")
+    p.add_argument("--no_inside_mask", action="store_true")
+    p.add_argument("--automask", action="store_true")
+    p.add_argument("--directions", choices=("both", "forward", "backward"), default="both")
+    p.add_argument("--disparity", action="store_true")
+    p.add_argument("--supervised", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--every", type=int, default=500, help="evaluate every this many steps")
+    return p.parse_args(argv)
+
+
+def build_depth_model(preset: str, disparity: bool):
+    """The two-frame depth network of DepthTask (softplus depth head), or a sigmoid-disparity variant."""
+    import keras
+    from keras import layers
+
+    from taskology_tf.models.unet import build_dense_model, build_frame_pair_model, conv_head
+
+    if disparity:
+        class DisparityToDepth(layers.Layer):
+            def call(self, s):
+                lo, hi = 1.0 / 100.0, 1.0 / 0.5
+                return 1.0 / (lo + (hi - lo) * s)
+
+        inner = conv_head(1, "sigmoid", name="disparity")
+        head = lambda x: DisparityToDepth(dtype="float32")(inner(x))  # noqa: E731
+    else:
+        bias = math.log(math.expm1(10.0))
+        head = conv_head(1, "softplus", name="depth", bias_initializer=keras.initializers.Constant(bias))
+    return build_frame_pair_model(build_dense_model("depth", {"depth": head}, preset=preset))
+
+
+def region_report(pred, data) -> dict:
+    """Abs Rel overall, on moving/static pixels, per true-depth band and per class (whole-image median scale)."""
+    import numpy as np
+
+    from taskology_tf.metrics.depth import depth_errors
+    from taskology_tf.tasks.depth import moving_pixels
+
+    gt = data["depth"]
+    def abs_rel(region=None):
+        return round(float(np.nanmean(depth_errors(pred, gt, None, 1e-3, 80.0, True, region)["abs_rel"])), 3)
+    moving = moving_pixels(data["object_motion"])
+    out = {"abs_rel": abs_rel(), "moving": abs_rel(moving), "static": abs_rel(~moving)}
+    bands = (0, 5, 10, 20, 40, 80)
+    out["bands"] = {f"{lo}-{hi} m": abs_rel((gt > lo) & (gt <= hi)) for lo, hi in zip(bands[:-1], bands[1:])}
+    from taskology_tf.data.example import CLASS_NAMES
+    seg = data["segmentation"]
+    out["classes"] = {CLASS_NAMES[c]: abs_rel(seg == c) for c in np.unique(seg) if np.any((seg == c) & (gt > 0))}
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from taskology_tf import runtime
+
+    runtime.configure(False)
+    tf = runtime.import_tensorflow()
+    import keras
+    import numpy as np
+
+    from taskology_tf.data.synthetic.dataset import synthetic_arrays
+    from taskology_tf.geometry.transforms import euler_angles, invert
+    from taskology_tf.relations import photometric as ph
+
+    keras.utils.set_random_seed(args.seed)
+    size = dict(height=args.height, width=args.width, with_next=True, next_labels=True)
+    train = synthetic_arrays("sim", args.clips, seed=TRAIN_SEED, **size)
+    held_out = synthetic_arrays("sim", 128, seed=EVAL_SEED, **size)
+    model = build_depth_model(args.preset, args.disparity)
+    rate = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.steps, alpha=0.1) if args.cosine \
+        else args.learning_rate
+    optimizer = keras.optimizers.Adam(rate)
+    blur_sizes = tuple(int(b) for b in args.blur_sizes.split(","))
+    tolerance = None if args.occlusion_tolerance.lower() == "none" else float(args.occlusion_tolerance)
+
+    def photometric_loss(batch, depth):
+        image, image_next = ph.to_unit_float(batch["image"]), ph.to_unit_float(batch["image_next"])
+        forward = tf.cast(batch["ego_motion"], tf.float32)
+        transforms = [ph.transform_from_motion(euler_angles(t[:, :3, :3]), t[:, :3, 3]) for t in (forward, invert(forward))]
+        directions = [(image, depth["depth"], image_next, depth["depth_next"], transforms[0], batch["object_motion"]),
+                      (image_next, depth["depth_next"], image, depth["depth"], transforms[1], batch["object_motion_backward"])]
+        directions = {"both": directions, "forward": directions[:1], "backward": directions[1:]}[args.directions]
+        total = 0.0
+        for target, target_depth, source, source_depth, transform, field in directions:
+            for size_px in blur_sizes:
+                source_b, target_b = ph.box_blur(source, size_px), ph.box_blur(target, size_px)
+                recon, mask, _ = ph.warp_from(source_b, source_depth, target_depth, batch["intrinsics"], transform,
+                                              field, tolerance)
+                error = ph.photometric_error(target_b, recon)
+                if args.no_inside_mask:
+                    mask = tf.ones_like(mask)
+                if args.automask:
+                    unwarped = ph.photometric_error(target_b, source_b)
+                    mask = mask * tf.stop_gradient(tf.cast(error < unwarped, tf.float32))
+                total = total + ph.masked_mean(error, mask) / len(blur_sizes)
+        smooth = ph.edge_aware_smoothness(depth["depth"], image) + ph.edge_aware_smoothness(depth["depth_next"], image_next)
+        return tf.reduce_mean(total + args.smoothness * smooth)
+
+    def supervised_loss(batch, depth):
+        valid = tf.cast(batch["depth"] > 0, tf.float32)
+        log_error = tf.math.log(depth["depth"]) - tf.math.log(tf.maximum(batch["depth"], 1e-3))
+        return tf.reduce_sum(tf.square(log_error) * valid) / tf.reduce_sum(valid)
+
+    loss_fn = supervised_loss if args.supervised else photometric_loss
+
+    @tf.function
+    def train_step(batch):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(batch, model({"image": batch["image"], "image_next": batch["image_next"]}, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    def predict():
+        return model.predict({"image": held_out["image"], "image_next": held_out["image_next"]}, verbose=0,
+                             batch_size=32)["depth"]
+
+    print(f"{vars(args)}\nuntrained: {region_report(predict(), held_out)['abs_rel']}", flush=True)
+    rng = np.random.default_rng(args.seed)
+    start, losses = time.monotonic(), []
+    for step in range(1, args.steps + 1):
+        index = np.sort(rng.choice(args.clips, args.batch, replace=False))
+        losses.append(float(train_step({k: train[k][index] for k in KEYS})))
+        if step % args.every == 0 or step == args.steps:
+            print(f"step {step}  loss {np.mean(losses[-args.every:]):.4f}  held-out Abs Rel "
+                  f"{region_report(predict(), held_out)['abs_rel']:.3f}  ({time.monotonic() - start:.0f} s)", flush=True)
+    print("final", region_report(predict(), held_out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
