@@ -96,13 +96,13 @@ def kitti_arrays(root, grid, split: str = "training", classes=("Car", "Van"), ma
     keys), keeping the points inside ``grid`` (a ``BevGrid``; camera field of view only) and the boxes whose
     centres lie in it. ``max_points`` is the largest such frame's point count."""
     from taskology_tf.data import kitti_object, lidar_sequence
+    from taskology_tf.tasks.detection import in_grid
 
     frames = []
     for frame_id in kitti_object.kitti_object_frame_ids(root, split):
         frame = kitti_object.read_kitti_object_frame(root, frame_id, split=split, classes=classes, fov_only=True)
         p, b = frame["points"], frame["boxes"]
-        keep = (p[:, 0] >= grid.x_min) & (p[:, 0] < grid.x_max) & (p[:, 1] >= grid.y_min) & (p[:, 1] < grid.y_max)
-        inside = (b[:, 0] >= grid.x_min) & (b[:, 0] < grid.x_max) & (b[:, 1] >= grid.y_min) & (b[:, 1] < grid.y_max)
+        keep, inside = np.asarray(in_grid(p, grid)), np.asarray(in_grid(b, grid))
         frame = dict(frame, points=p[keep], boxes=b[inside], track_ids=frame["track_ids"][inside],
                      num_points_in_box=frame["num_points_in_box"][inside])
         frames.append(frame)

@@ -147,8 +147,8 @@ def depth_motion_segmentation(
     """Eq. (5) between a two-frame depth task, a motion task with ``object_motion`` and a two-frame
     segmentation task. ``segmentation_consistency`` weighs L_seg against L_ph (the paper: 1);
     ``segmentation_form`` ("logits_l2", the paper's, or "confident_cross_entropy") and ``confidence``
-    choose its form (see ``segmentation_disagreement``); the other weights (and ``backward``) as in ``depth_motion``; ``field_*`` regularise the residual
-    translation field.
+    choose its form (see ``segmentation_disagreement``); the other weights (and ``backward``) as in
+    ``depth_motion``; ``field_*`` regularise the residual translation field.
     """
     if segmentation_form not in SEGMENTATION_FORMS:
         raise ValueError(f"depth_motion_segmentation.segmentation_form must be one of {SEGMENTATION_FORMS}, "
