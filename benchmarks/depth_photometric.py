@@ -164,8 +164,10 @@ def main(argv=None) -> int:
         index = np.sort(rng.choice(args.clips, args.batch, replace=False))
         losses.append(float(train_step({k: train[k][index] for k in KEYS})))
         if step % args.every == 0 or step == args.steps:
-            print(f"step {step}  loss {np.mean(losses[-args.every:]):.4f}  held-out Abs Rel "
-                  f"{region_report(predict(), held_out)['abs_rel']:.3f}  ({time.monotonic() - start:.0f} s)", flush=True)
+            report = region_report(predict(), held_out)
+            print(f"step {step}  loss {np.mean(losses[-args.every:]):.4f}  held-out Abs Rel {report['abs_rel']:.3f} "
+                  f"(moving {report['moving']:.3f}, static {report['static']:.3f})  ({time.monotonic() - start:.0f} s)",
+                  flush=True)
     print("final", region_report(predict(), held_out), flush=True)
     return 0
 
