@@ -25,6 +25,16 @@ samples frame t - k's predictions at the continuous location x + flow (geometry.
 anchor still the nearest heading); the x, y remainders then vanish and the flow receives its gradient
 through the interpolation weights.
 
+``form="confident"`` (not in the paper) answers the two ways the paper's form was measured to fail at
+CPU scale (benchmarks/table2_cpu.md): the squared logit difference is lowered by flattening every logit
+towards one value (most cells are background), and the residual term pulls the flow of background
+anchors wherever their arbitrary residuals agree, off the grid. Instead, each frame's class logit takes
+the binary cross-entropy to the other frame's label where the other frame is confident (probability
+>= ``confidence`` or <= 1 - ``confidence``; no gradient through that side's label), which sharpening
+agreeing predictions lowers and flattening raises; and the residual term counts only pairs where either
+frame confidently sees an object (probability >= ``confidence``), so the flow is supervised only where
+there is a box to follow.
+
 It reads one task whose network has both heads (``detection == flow``) or two peer tasks: a detector
 (``class_logits``, ``residuals``) and a separate flow network (``box_flow``).
 """
@@ -46,6 +56,17 @@ from taskology_tf.models.pointpillars import PRESETS
 from taskology_tf.tasks.box_coding import VEHICLE_SIZE, fold_angle
 
 SAMPLINGS = ("nearest", "bilinear")
+FORMS = ("paper", "confident")
+
+
+def confident_agreement(logit, peer_logit, confidence: float):
+    """Binary cross-entropy of ``logit`` to ``peer_logit``'s label where the peer is confident (sigmoid >=
+    ``confidence`` or <= 1 - ``confidence``), else 0; no gradient through the peer. Same shape as ``logit``."""
+    peer = ops.stop_gradient(ops.sigmoid(peer_logit))
+    label = ops.cast(peer >= 0.5, "float32")
+    confident = ops.cast(ops.maximum(peer, 1.0 - peer) >= confidence, "float32")
+    # -log sigmoid(x) for label 1, -log(1 - sigmoid(x)) for label 0: softplus of the signed logit.
+    return ops.softplus(logit * (1.0 - 2.0 * label)) * confident
 
 
 def _check(name, x, rank, what):
@@ -63,6 +84,8 @@ def box_flow_terms(
     sampling: str = "nearest",
     score_weighting: bool = False,
     grid_shape: tuple[int, int] | None = None,
+    form: str = "paper",
+    confidence: float = 0.9,
 ):
     """The relation's two terms per example: {"class": [B], "residual": [B]}.
 
@@ -71,8 +94,13 @@ def box_flow_terms(
     anchor_size: (length, width, height) of the anchors (for the residual units); anchor_headings: the n_a
     anchor headings. score_weighting: weight each pair by sigmoid(max of the two class logits) (no gradient)
     so that background cells count less (off in the paper). grid_shape: (H, W) the predictions must have
-    (None: not checked), a guard against a ``cell_size`` taken from the wrong preset.
+    (None: not checked), a guard against a ``cell_size`` taken from the wrong preset. form: "paper" (squared
+    differences on every pair) or "confident" (see the module docstring), with ``confidence`` in (0.5, 1].
     """
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}.")
+    if not 0.5 < confidence <= 1.0:
+        raise ValueError(f"confidence must be in (0.5, 1], got {confidence}.")
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}.")
     logits = ops.cast(predictions[detection_task]["class_logits"], "float32")
@@ -106,7 +134,7 @@ def box_flow_terms(
     cur_logit = logits[..., nf - 1]  # [B, H, W, n_a]
     cur_res = residuals[..., nf - 1, :]  # [B, H, W, n_a, 7]
 
-    class_sum, res_sum, count = 0.0, 0.0, 0.0
+    class_sum, res_sum, count, res_count = 0.0, 0.0, 0.0, 0.0
     for k in range(1, nf):
         p = nf - 1 - k
         fx, fy, ft = flow[..., k - 1, 0], flow[..., k - 1, 1], flow[..., k - 1, 2]  # [B, H, W, n_a]
@@ -143,18 +171,28 @@ def box_flow_terms(
         rem_x = (fx - (pu - col) * cell_size) / diag
         rem_y = (fy - (pv - row) * cell_size) / diag
         s_logit, s_res = sampled[..., 0], sampled[..., 1:]
-        l_class = ops.square(s_logit - cur_logit)
         d = s_res - cur_res
         l_res = (ops.square(d[..., 0] - rem_x) + ops.square(d[..., 1] - rem_y)
                  + ops.square(fold_angle(d[..., 6] - rem_t)) + ops.sum(ops.square(d[..., 2:6]), axis=-1))
         weight = valid
         if score_weighting:
             weight = weight * ops.stop_gradient(ops.sigmoid(ops.maximum(s_logit, cur_logit)))
+        if form == "paper":
+            l_class = ops.square(s_logit - cur_logit)
+            res_weight = weight
+        else:
+            l_class = confident_agreement(cur_logit, s_logit, confidence) + \
+                confident_agreement(s_logit, cur_logit, confidence)
+            seen = ops.sigmoid(ops.maximum(s_logit, cur_logit)) >= confidence
+            res_weight = weight * ops.stop_gradient(ops.cast(seen, "float32"))
+            res_count = res_count + ops.sum(res_weight, axis=(1, 2, 3))
         class_sum = class_sum + ops.sum(l_class * weight, axis=(1, 2, 3))
-        res_sum = res_sum + ops.sum(l_res * weight, axis=(1, 2, 3))
+        res_sum = res_sum + ops.sum(l_res * res_weight, axis=(1, 2, 3))
         count = count + ops.sum(weight, axis=(1, 2, 3))
     count = ops.maximum(count, 1e-6 if score_weighting else 1.0)
-    return {"class": class_sum / count, "residual": res_sum / count}
+    # The confident form averages the residual term over the pairs that see an object (0 when none does).
+    res_count = count if form == "paper" else ops.maximum(res_count, 1.0)
+    return {"class": class_sum / count, "residual": res_sum / res_count}
 
 
 def box_flow_loss(inputs, predictions, class_weight: float = 1.0, residual_weight: float = 1.0, **kwargs):
@@ -180,6 +218,8 @@ def box_flow(
     class_weight: float = 1.0,
     residual_weight: float = 1.0,
     score_weighting: bool = False,
+    form: str = "paper",
+    confidence: float = 0.9,
     start_step: int = 0,
     ramp_steps: int = 0,
 ) -> Relation:
@@ -197,6 +237,8 @@ def box_flow(
         "bilinear" (sample at the flow's end).
       class_weight, residual_weight: weights of L_class and L_residual (the paper: 1, 1).
       score_weighting: weight pairs by the detection confidence (not in the paper).
+      form, confidence: "paper" (squared differences) or "confident" (cross-entropy to the other frame's
+        confident labels; residuals and flow only where an object is seen), see the module docstring.
       start_step, ramp_steps: warm-up of the relation's weight (see ``Relation``).
     """
     flow = detection if flow is None else flow
@@ -208,6 +250,10 @@ def box_flow(
         cell_size, grid_shape = grid.cell_size, (grid.height, grid.width)
     if sampling not in SAMPLINGS:
         raise ValueError(f"box_flow: sampling must be one of {SAMPLINGS}, got {sampling!r}.")
+    if form not in FORMS:
+        raise ValueError(f"box_flow.form must be one of {FORMS}, got {form!r}.")
+    if not 0.5 < confidence <= 1.0:
+        raise ValueError(f"box_flow.confidence must be in (0.5, 1], got {confidence}.")
     if flow == detection:
         reads = {detection: ("class_logits", "residuals", "box_flow")}
         overrides = weight_overrides({detection: detection_weight})
@@ -229,6 +275,8 @@ def box_flow(
             sampling=sampling,
             score_weighting=score_weighting,
             grid_shape=grid_shape,
+            form=form,
+            confidence=float(confidence),
         ),
         weight=weight,
         task_weights=overrides,

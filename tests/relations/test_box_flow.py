@@ -132,6 +132,40 @@ def test_gradients_reach_live_predictions_only(sampling):
     assert g[0] is None and g[1] is None and g[2] is not None
 
 
+def _agreeing_frames(scale=1.0):
+    """Frames that agree on a car at cells (2..4, 3..6) of anchor 0 (logit 4 now, 3 earlier) and on
+    background elsewhere (-4 now, -3 earlier); zero flow."""
+    logits = np.empty((B, H, W, NA, NF), np.float32)
+    logits[..., :NF - 1], logits[..., NF - 1] = -3.0, -4.0
+    logits[:, 2:5, 3:7, 0, :NF - 1], logits[:, 2:5, 3:7, 0, NF - 1] = 3.0, 4.0
+    residuals = np.random.default_rng(8).normal(0, 0.3, (B, H, W, NA, NF, 7)).astype(np.float32)
+    return logits * scale, residuals, np.zeros((B, H, W, NA, NF - 1, 3), np.float32)
+
+
+def test_flattening_agreeing_logits_lowers_the_paper_form_but_raises_the_confident_form():
+    sharp = box_flow_terms(_preds(*_agreeing_frames(1.0)), **KW)
+    flat = box_flow_terms(_preds(*_agreeing_frames(0.7)), **KW)
+    assert np.all(np.asarray(flat["class"]) < np.asarray(sharp["class"]))
+    sharp = box_flow_terms(_preds(*_agreeing_frames(1.0)), form="confident", **KW)
+    flat = box_flow_terms(_preds(*_agreeing_frames(0.7)), form="confident", **KW)
+    assert np.all(np.asarray(flat["class"]) > np.asarray(sharp["class"]))
+
+
+def test_confident_form_supervises_residuals_and_flow_only_where_an_object_is_seen():
+    logits, residuals, flow = _agreeing_frames()
+    flow = tf.Variable(flow + 0.1)
+    with tf.GradientTape() as tape:
+        terms = box_flow_terms(_preds(logits, residuals, flow), form="confident", **KW)
+    grad = tape.gradient(terms["residual"], flow).numpy()
+    assert np.all(np.asarray(terms["residual"]) > 0)
+    car = np.zeros((B, H, W, NA), bool)
+    car[:, 2:5, 3:7, 0] = True
+    assert np.abs(grad[car][..., :2]).max() > 0 and np.abs(grad[~car]).max() == 0
+    background = box_flow_terms(_preds(np.full_like(logits, -4.0), residuals, flow), form="confident", **KW)
+    np.testing.assert_array_equal(np.asarray(background["residual"]), 0.0)
+    assert np.all(np.asarray(background["class"]) > 0)  # agreeing background still sharpens
+
+
 def test_factory_reads_one_or_two_tasks():
     assert relation_factory("box_flow") is box_flow
     one = box_flow(cell_size=CELL)
@@ -159,3 +193,9 @@ def test_errors():
         box_flow(preset="huge")
     with pytest.raises(ValueError, match="set box_flow.preset"):  # paper grid (468 x 468) vs these predictions
         box_flow().loss({}, _preds(logits, residuals, flow))
+    with pytest.raises(ValueError, match="box_flow.form"):
+        box_flow(form="logits")
+    with pytest.raises(ValueError, match="confidence"):
+        box_flow(form="confident", confidence=0.4)
+    with pytest.raises(ValueError, match="form must be one of"):
+        box_flow_loss({}, _preds(logits, residuals, flow), form="soft", **KW)
