@@ -144,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "peers; plots depth Abs Rel against step per staleness (resumes)")
     p.add_argument("--workdir", default="/tmp/taskology_staleness",
                    help="folder for every run and staleness.png (resumes). Default /tmp/taskology_staleness")
-    p.add_argument("--values", default="0,10,100,1000,2000",
-                   help="comma-separated staleness values in steps (peer refresh period; 0 = synchronous)")
+    p.add_argument("--values", default="0,3,30,300",
+                   help="comma-separated staleness values in steps (peer refresh period; 0 = synchronous). Default: "
+                   "the largest 1/10 of the default run, as in the paper (which used 0,10,100,1000,2000 on far "
+                   "longer runs)")
     p.add_argument("--steps", type=int, default=3000, help="training steps per run")
     p.add_argument("--eval_every", type=int, default=250, help="evaluate depth every this many steps")
     p.add_argument("--gin_file", action="append", default=[],
