@@ -434,6 +434,11 @@ def main(argv=None) -> int:
     verbose = "--verbose" in argv  # anywhere on the line, for every command (and inherited by child processes)
     argv = [a for a in argv if a != "--verbose"]
     runtime.configure(verbose)  # before TensorFlow loads: TF_ENABLE_ONEDNN_OPTS, log levels
+    runtime.enter_user_directory()  # `bazel run`: relative paths are relative to where the user stands
+    problem = runtime.missing_dependencies()
+    if problem:
+        print(f"taskology: error: {problem}", file=sys.stderr)
+        return 2
     if argv[:1] == ["experiment"]:
         argv = experiment_argv(argv)
     if argv[:1] == ["serve"]:

@@ -11,16 +11,25 @@ Imported by ``taskology`` (``cli.main``) before TensorFlow; light (standard libr
   absl::InitializeLog() ..."), some of them regardless of ``TF_CPP_MIN_LOG_LEVEL``.
   ``import_tensorflow`` imports it with stderr captured and writes back every line except those known
   start-up messages. ``--verbose`` (or ``TASKOLOGY_VERBOSE=1``) shows everything.
+* Under ``bazel run`` the program starts in Bazel's runfiles tree; ``enter_user_directory`` goes back to the
+  folder the user ran it from, so relative paths (``--workdir runs/x``, ``--gin_file my.gin``) mean what they say.
+* ``missing_dependencies`` names what a wrong interpreter lacks, before the confusing error it would give
+  (without gin-config, ``import gin`` finds the repository's ``gin/`` folder of experiment files).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
 import tempfile
 
 VERBOSE_ENV = "TASKOLOGY_VERBOSE"
+# Set by `bazel run` to the folder it was run from (the program itself starts in the runfiles tree).
+BAZEL_WORKING_DIRECTORY_ENV = "BUILD_WORKING_DIRECTORY"
+# The modules every command needs, and the distributions that provide them.
+REQUIRED_MODULES = {"gin": "gin-config", "tensorflow": "tensorflow", "keras": "keras", "numpy": "numpy"}
 
 # Start-up messages of TensorFlow's native libraries that say nothing actionable on a CPU-only machine.
 _STARTUP_NOISE = re.compile(
@@ -53,6 +62,44 @@ def configure(verbose_flag: bool = False) -> None:
         os.environ[VERBOSE_ENV] = "1"
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "2")
+
+
+def enter_user_directory(environ=os.environ) -> str | None:
+    """Under ``bazel run``, change to the folder the user ran it from; that folder, or None elsewhere.
+
+    The variable is removed once used: child processes inherit the working directory, and one started in
+    another folder on purpose stays there.
+    """
+    folder = environ.pop(BAZEL_WORKING_DIRECTORY_ENV, None)
+    if not folder:
+        return None
+    os.chdir(folder)
+    return folder
+
+
+def missing_dependencies(find_spec=importlib.util.find_spec) -> str | None:
+    """What this Python lacks of the project's dependencies, as an actionable message; None when nothing.
+
+    Looks the modules up without importing them (``--help`` stays fast). A ``gin`` that is a folder without
+    ``__init__.py`` is the repository's ``gin/`` (experiment files), not gin-config.
+    """
+    missing, shadowed = [], None
+    for module, distribution in REQUIRED_MODULES.items():
+        try:
+            spec = find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            missing.append(distribution)
+        elif spec.origin in (None, "namespace"):  # a namespace package: a plain folder of that name
+            missing.append(distribution)
+            shadowed = f"; `import {module}` finds the folder {list(spec.submodule_search_locations or [])} instead"
+    if not missing:
+        return None
+    return (f"this Python ({sys.executable}) lacks the project's dependencies ({', '.join(missing)}){shadowed or ''}. "
+            "Run `make venv` and use .venv/bin/python or .venv/bin/taskology; under Bazel, run `make venv` "
+            "first or set TASKOLOGY_PYTHON "
+            "to a Python where `pip install -e '.[test]'` was run.")
 
 
 def filter_startup_noise(text: str) -> str:

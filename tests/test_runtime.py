@@ -76,3 +76,56 @@ def test_help_and_flag_mistakes_do_not_load_tensorflow(argv):
                             timeout=120)
     last = result.stdout.strip().splitlines()[-1]
     assert last in ("RC 0 False", "RC 2 False"), (result.stdout[-2000:], result.stderr[-2000:])
+
+
+def test_bazel_run_goes_back_to_the_users_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    env = {runtime.BAZEL_WORKING_DIRECTORY_ENV: str(tmp_path)}
+    assert runtime.enter_user_directory(env) == str(tmp_path)
+    assert pathlib.Path.cwd() == tmp_path and env == {}  # used once: child processes do not move again
+    assert runtime.enter_user_directory({}) is None and pathlib.Path.cwd() == tmp_path
+
+
+def test_bazel_run_resolves_relative_paths_where_the_user_stands(tmp_path, monkeypatch):
+    """`bazel run //taskology_tf:train -- --gin_file my.gin --workdir runs/x` from a folder: both paths are there."""
+    from taskology_tf import cli
+
+    (tmp_path / "my.gin").write_text("Experiment.train_steps = 1\n")
+    monkeypatch.chdir(REPO)  # where Bazel starts the program (its runfiles tree) is not where the user stands
+    monkeypatch.setenv(runtime.BAZEL_WORKING_DIRECTORY_ENV, str(tmp_path))
+    seen = {}
+    monkeypatch.setattr(cli, "_run", lambda args: seen.update(vars(args), cwd=os.getcwd()) or 0)
+    assert cli.main(["train", "--gin_file", "my.gin", "--workdir", "runs/x"]) == 0
+    assert seen["cwd"] == str(tmp_path)
+    assert os.path.abspath(seen["workdir"]) == str(tmp_path / "runs" / "x")
+    assert cli.resolve_gin_file(seen["gin_file"][0]) == "my.gin" and os.path.isfile("my.gin")
+
+
+def test_a_python_without_the_dependencies_is_named_with_what_to_do(tmp_path):
+    import importlib.machinery
+
+    def repository_gin_folder(name):  # gin-config missing: `gin` is the repository's folder of experiment files
+        if name == "gin":
+            spec = importlib.machinery.ModuleSpec("gin", None, is_package=True)
+            spec.submodule_search_locations = [str(REPO / "gin")]
+            return spec
+        return None if name == "tensorflow" else importlib.util.find_spec(name)
+
+    message = runtime.missing_dependencies(repository_gin_folder)
+    assert "gin-config, tensorflow" in message and str(REPO / "gin") in message
+    assert "make venv" in message and "TASKOLOGY_PYTHON" in message
+    assert runtime.missing_dependencies() is None  # the suite's own interpreter has everything
+
+
+def test_the_command_stops_with_that_message_before_the_confusing_error(tmp_path):
+    """A Python with neither gin-config nor TensorFlow, the repository on its path: exit 2 with the advice."""
+    fake = tmp_path / "site"
+    (fake / "tensorflow").mkdir(parents=True)  # a folder of that name, not the package
+    env = clean_env(PYTHONPATH=os.pathsep.join([str(REPO), str(fake)]))
+    code = "import sys\nsys.path = [p for p in sys.path if 'site-packages' not in p]\n" \
+           "from taskology_tf.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    result = subprocess.run([sys.executable, "-c", code, "train", "--help"], env=env, capture_output=True, text=True,
+                            timeout=120, cwd=REPO)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "lacks the project's dependencies" in result.stderr and "make venv" in result.stderr
+    assert "has no attribute" not in result.stderr

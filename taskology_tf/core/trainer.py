@@ -714,7 +714,9 @@ class TaskTrainer:
         those the manager does not track: kept by an older run's policy, or listed without timestamps)."""
         if self._manager is None:
             return []
-        ckpt_dir = os.path.join(self.workdir, "ckpt")
+        # Absolute: get_checkpoint_state joins the listed names to the folder as given, and a relative one
+        # (--workdir runs/x) would be joined twice below.
+        ckpt_dir = os.path.abspath(os.path.join(self.workdir, "ckpt"))
         state = tf.train.get_checkpoint_state(ckpt_dir)
         if state is None:
             return []
@@ -788,7 +790,7 @@ class TaskTrainer:
         from, and rewrite the checkpoint list so that saving continues past them."""
         from tensorflow.python.checkpoint import checkpoint_management
 
-        ckpt_dir = os.path.join(self.workdir, "ckpt")
+        ckpt_dir = os.path.abspath(os.path.join(self.workdir, "ckpt"))  # as in listed_checkpoints
         aside = os.path.join(ckpt_dir, "damaged")
         os.makedirs(aside, exist_ok=True)
         bad = {prefix for prefix, _ in damaged}

@@ -52,6 +52,18 @@ def test_resumed_trainer_continues_its_data_stream_exactly(toy, tmp_path):
     assert_same(weights([whole]), weights([second]))
 
 
+def test_a_relative_workdir_resumes_and_sets_nothing_aside(toy, tmp_path, monkeypatch):
+    """`--workdir runs/x` (relative, as in the README): its checkpoints are found, not taken for damaged ones."""
+    monkeypatch.chdir(tmp_path)
+    first = trainer_a(toy, os.path.join("runs", "x"))
+    first.train(4)
+    first.close()
+    second = trainer_a(toy, os.path.join("runs", "x"))
+    assert second.step == 4 and second.restored_from.endswith("ckpt-4")
+    assert not os.path.exists(os.path.join("runs", "x", "ckpt", "damaged"))
+    second.close()
+
+
 def test_resumed_collective_continues_the_shared_mediator_stream_exactly(toy, tmp_path):
     whole = collective(toy, str(tmp_path / "whole"))
     whole.train(7, progress=False)
