@@ -43,6 +43,7 @@ def parse_gin(gin_files, gin_params, imports=()) -> None:
     from taskology_tf.core import trainer  # noqa: F401  (registers TaskTrainer with gin)
     from taskology_tf.core.registry import _import_builtins
     from taskology_tf.data import sources  # noqa: F401
+    from taskology_tf.launch import kubernetes  # noqa: F401  (registers kubernetes_resources with gin)
     from taskology_tf.serving import peer  # noqa: F401  (registers ServingPeer with gin)
 
     _import_builtins()
