@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     # `serve` and `launch` parse their own flags (dispatched in main() before argparse); listed here for --help.
     sub.add_parser("serve", help="serve exported models over TF Serving's gRPC API (taskology serve --help)",
                    add_help=False)
-    sub.add_parser("launch", help="start servers and one trainer per task as separate processes "
-                   "(taskology launch --help)", add_help=False)
+    sub.add_parser("launch", help="start servers and one trainer per task as separate processes, or write "
+                   "them as Kubernetes manifests with --target kubernetes (taskology launch --help)", add_help=False)
     sub.add_parser("experiment", help="run one of the paper's experiments by name, e.g. `taskology experiment "
                    "table1` (taskology experiment --help lists them)", add_help=False)
 

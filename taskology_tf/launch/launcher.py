@@ -2,6 +2,10 @@
 
     taskology launch --gin_file table3_consistency --workdir /tmp/run [--tasks depth,normals]
                      [--peer TASK=HOST:PORT ...] [--max_restarts 3] [--no_progress]
+    taskology launch --target kubernetes --gin_file table3_consistency --image IMAGE --storage gs://B/run --out DIR
+
+``--target kubernetes`` writes the same ``LaunchPlan`` as manifests (``kubernetes.py``) and starts nothing;
+what follows is the local target (the default).
 
 What happens:
 
