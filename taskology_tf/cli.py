@@ -43,6 +43,7 @@ def parse_gin(gin_files, gin_params, imports=()) -> None:
     from taskology_tf.core import trainer  # noqa: F401  (registers TaskTrainer with gin)
     from taskology_tf.core.registry import _import_builtins
     from taskology_tf.data import sources  # noqa: F401
+    from taskology_tf.launch import kubernetes  # noqa: F401  (registers kubernetes_resources with gin)
     from taskology_tf.serving import peer  # noqa: F401  (registers ServingPeer with gin)
 
     _import_builtins()
@@ -92,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     # `serve` and `launch` parse their own flags (dispatched in main() before argparse); listed here for --help.
     sub.add_parser("serve", help="serve exported models over TF Serving's gRPC API (taskology serve --help)",
                    add_help=False)
-    sub.add_parser("launch", help="start servers and one trainer per task as separate processes "
-                   "(taskology launch --help)", add_help=False)
+    sub.add_parser("launch", help="start servers and one trainer per task as separate processes, or write "
+                   "them as Kubernetes manifests with --target kubernetes (taskology launch --help)", add_help=False)
     sub.add_parser("experiment", help="run one of the paper's experiments by name, e.g. `taskology experiment "
                    "table1` (taskology experiment --help lists them)", add_help=False)
 

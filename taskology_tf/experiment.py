@@ -180,7 +180,7 @@ class Experiment:
     def run(self, workdir: str, progress: bool = True, desc: str = "collective") -> dict:
         """Train all tasks collectively (resuming if ``workdir`` has checkpoints), evaluate, write metrics.json."""
         from taskology_tf.core import workdir as workdir_lib
-        from taskology_tf.core.trainer import write_json_atomic
+        from taskology_tf.core.trainer import write_json_atomic, write_text_atomic
 
         # Every task's folder is locked before any data is rendered: a second run on this workdir stops at once.
         with contextlib.ExitStack() as locks:
@@ -193,8 +193,7 @@ class Experiment:
             finally:
                 collective.close()
         # Only now does gin know every binding the run used (trainers, data sources, optimizers).
-        with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
-            f.write(gin.operative_config_str())
+        write_text_atomic(os.path.join(workdir, "operative_config.gin"), gin.operative_config_str())
         result = {"step": self.train_steps, "metrics": metrics}
         write_json_atomic(os.path.join(workdir, "metrics.json"), result)
         return result

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import re
 import time
 from typing import Any, Mapping, Sequence
@@ -35,7 +36,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from taskology_tf.core import distribute, stopping, workdir as workdir_lib
+from taskology_tf.core import distribute, stopping, storage, workdir as workdir_lib
 from taskology_tf.core.peer import Peer
 from taskology_tf.core.relation import Relation
 from taskology_tf.core.schedule import Schedule
@@ -336,7 +337,7 @@ class TaskTrainer:
             if size > 0:
                 weighting.epoch_steps = max(1, math.ceil(size / self.batch_size))
         if isinstance(weighting, InstanceParameters) and weighting.snapshot_dir is None and self.workdir:
-            weighting.snapshot_dir = os.path.join(self.workdir, "instance_parameters")  # one snapshot per epoch
+            weighting.snapshot_dir = storage.join(self.workdir, "instance_parameters")  # one snapshot per epoch
         return weighting
 
     def _loss_term_names(self) -> tuple[str, ...]:
@@ -659,7 +660,7 @@ class TaskTrainer:
         if not self.workdir:
             return None
         if kind not in self._writers:
-            self._writers[kind] = tf.summary.create_file_writer(os.path.join(self.workdir, "logs", kind))
+            self._writers[kind] = tf.summary.create_file_writer(storage.join(self.workdir, "logs", kind))
         return self._writers[kind]
 
     def after_step(self, values: Mapping[str, float]) -> None:
@@ -701,12 +702,12 @@ class TaskTrainer:
             return None
         from taskology_tf.serving.export import export_model
 
-        return export_model(self.model, os.path.join(self.workdir, "export"), self.step, keep=self.export_keep or None,
+        return export_model(self.model, storage.join(self.workdir, "export"), self.step, keep=self.export_keep or None,
                             image_size_multiple=self.task.image_size_multiple)
 
     def _make_manager(self):
         return tf.train.CheckpointManager(
-            self._ckpt, os.path.join(self.workdir, "ckpt"), max_to_keep=self._max_to_keep, step_counter=self.step_var
+            self._ckpt, storage.join(self.workdir, "ckpt"), max_to_keep=self._max_to_keep, step_counter=self.step_var
         )
 
     def listed_checkpoints(self) -> list[str]:
@@ -716,11 +717,11 @@ class TaskTrainer:
             return []
         # Absolute: get_checkpoint_state joins the listed names to the folder as given, and a relative one
         # (--workdir runs/x) would be joined twice below.
-        ckpt_dir = os.path.abspath(os.path.join(self.workdir, "ckpt"))
+        ckpt_dir = storage.absolute(storage.join(self.workdir, "ckpt"))
         state = tf.train.get_checkpoint_state(ckpt_dir)
         if state is None:
             return []
-        full = lambda p: p if os.path.isabs(p) else os.path.join(ckpt_dir, p)  # noqa: E731
+        full = lambda p: p if os.path.isabs(p) or storage.is_url(p) else storage.join(ckpt_dir, p)  # noqa: E731
         listed = [full(p) for p in state.all_model_checkpoint_paths]
         latest = full(state.model_checkpoint_path) if state.model_checkpoint_path else None
         if latest and latest not in listed:
@@ -790,13 +791,13 @@ class TaskTrainer:
         from, and rewrite the checkpoint list so that saving continues past them."""
         from tensorflow.python.checkpoint import checkpoint_management
 
-        ckpt_dir = os.path.abspath(os.path.join(self.workdir, "ckpt"))  # as in listed_checkpoints
-        aside = os.path.join(ckpt_dir, "damaged")
-        os.makedirs(aside, exist_ok=True)
+        ckpt_dir = storage.absolute(storage.join(self.workdir, "ckpt"))  # as in listed_checkpoints
+        aside = storage.join(ckpt_dir, "damaged")
+        storage.makedirs(aside)
         bad = {prefix for prefix, _ in damaged}
         for prefix, problem in damaged:
             for f in tf.io.gfile.glob(f"{prefix}.*"):
-                os.replace(f, os.path.join(aside, os.path.basename(f)))
+                storage.rename(f, storage.join(aside, posixpath.basename(f)))
             resumed = (f"resuming from {os.path.basename(self.restored_from)} (step {self.step}) instead"
                        if self.restored_from else "no older intact checkpoint")
             log.warning("Task %r: %s; %s. Its files were moved to %s.", self.name, problem, resumed, aside)
@@ -805,7 +806,7 @@ class TaskTrainer:
         stamps = list(state.all_model_checkpoint_timestamps) if state else []
         if len(stamps) != len(listed):
             stamps = [time.time()] * len(listed)
-        full = [p if os.path.isabs(p) else os.path.join(ckpt_dir, p) for p in listed]
+        full = [p if os.path.isabs(p) or storage.is_url(p) else storage.join(ckpt_dir, p) for p in listed]
         kept = [(p, t) for p, t in zip(full, stamps) if p not in bad]
         if kept:
             # With their timestamps, or the manager would stop tracking (and never delete) the kept ones.
@@ -815,10 +816,7 @@ class TaskTrainer:
                 last_preserved_timestamp=state.last_preserved_timestamp, save_relative_paths=True,
             )
         else:
-            try:
-                os.remove(os.path.join(ckpt_dir, "checkpoint"))
-            except FileNotFoundError:
-                pass
+            storage.remove(storage.join(ckpt_dir, "checkpoint"))
         self._manager = self._make_manager()
 
     def restore_model(self, checkpoint: str) -> str:
@@ -893,7 +891,7 @@ def checkpoint_damage(prefix: str) -> str | None:
     called only after a restore failed, to tell damaged files from a checkpoint of another network.
     """
     index = f"{prefix}.index"
-    if not os.path.exists(index):
+    if not storage.exists(index):
         return f"checkpoint file {index} is missing"
     try:
         reader = tf.train.load_checkpoint(prefix)
@@ -922,9 +920,9 @@ def _first_line(error: Exception) -> str:
 def resolve_checkpoint(path: str) -> str | None:
     """A checkpoint prefix from a prefix or a folder (its latest checkpoint, or that of its ``ckpt/``); None if none."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        return tf.train.latest_checkpoint(path) or tf.train.latest_checkpoint(os.path.join(path, "ckpt"))
-    return path if os.path.exists(f"{path}.index") else None
+    if storage.isdir(path):
+        return tf.train.latest_checkpoint(path) or tf.train.latest_checkpoint(storage.join(path, "ckpt"))
+    return path if storage.exists(f"{path}.index") else None
 
 
 def write_json_atomic(path: str, payload: Any) -> None:
@@ -933,10 +931,6 @@ def write_json_atomic(path: str, payload: Any) -> None:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, fsync and a rename (readers never see half a file)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` so that readers never see half of it: a temporary file, fsync and a rename on
+    a local path; one object write on a filesystem URL (``gs://``, ``ram://``; ``core/storage.py``)."""
+    storage.write_text_atomic(path, text)

@@ -7,7 +7,10 @@ the lock of a killed trainer (``kill -9``, a crash, a reboot) is taken over by t
 record is replaced. Within one process the lock is re-entrant (the experiment takes it before it
 renders any data, the trainer again when it is built); it is released when the last holder releases it.
 
-The lock is advisory and POSIX-only (``fcntl``); on NFS it relies on the server's lock support.
+The lock is advisory and POSIX-only (``fcntl``); on NFS it relies on the server's lock support. A
+work folder on a filesystem URL (``gs://...``, ``ram://...``) is created through ``tf.io.gfile`` and
+not locked: object stores have no locks, so there one trainer per task is up to whoever starts them
+(on Kubernetes, the task's Job).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def prepare(path: str, what: str = "--workdir") -> str:
     system) instead of a bare ``OSError``.
     """
     path = os.fspath(path)
+    if "://" in path:
+        return _prepare_url(path, what)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
@@ -81,6 +86,17 @@ def prepare(path: str, what: str = "--workdir") -> str:
         raise WorkdirError(f"cannot create {what} {path}: {e.strerror} ({e.filename or path}).") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise WorkdirError(f"{what} {path} is not writable by this user; choose another {what} or fix its permissions.")
+    return path
+
+
+def _prepare_url(path: str, what: str) -> str:
+    import tensorflow as tf
+
+    try:
+        tf.io.gfile.makedirs(path)
+    except (tf.errors.OpError, NotImplementedError) as e:  # unknown scheme, no credentials, no permission
+        message = getattr(e, "message", None) or str(e)
+        raise WorkdirError(f"cannot create {what} {path}: {message.strip().splitlines()[0] if message else e}.") from None
     return path
 
 
@@ -158,6 +174,9 @@ def lock(path: str, what: str = "--workdir") -> WorkdirLock:
     import fcntl
 
     path = prepare(path, what)
+    if "://" in path:
+        log.info("%s %s is a filesystem URL: not locked (object stores have no locks).", what, path)
+        return WorkdirLock(path)  # holds nothing; release() is a no-op
     key = os.path.realpath(path)
     with _held_lock:
         held = _held.get(key)

@@ -3,6 +3,7 @@
 ``taskology launch --gin_file table3_consistency --workdir /tmp/run`` runs what ``taskology serve`` and
 ``taskology train --task T --peer ...`` would run by hand, restarts crashed processes (trainers resume
 from their last checkpoint) and collects every task's metrics. See ``launcher.launch_main``.
+``--target kubernetes`` writes the same plan as Kubernetes manifests instead (``kubernetes.py``).
 """
 
 __all__ = ["LaunchError", "LaunchPlan", "Launcher", "launch_main", "plan_launch"]

@@ -2,6 +2,10 @@
 
     taskology launch --gin_file table3_consistency --workdir /tmp/run [--tasks depth,normals]
                      [--peer TASK=HOST:PORT ...] [--max_restarts 3] [--no_progress]
+    taskology launch --target kubernetes --gin_file table3_consistency --image IMAGE --storage gs://B/run --out DIR
+
+``--target kubernetes`` writes the same ``LaunchPlan`` as manifests (``kubernetes.py``) and starts nothing;
+what follows is the local target (the default).
 
 What happens:
 
@@ -673,7 +677,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gin_file", action="append", default=[], help="gin experiment file (repeatable)")
     p.add_argument("--gin_param", action="append", default=[], help="gin binding, e.g. Experiment.train_steps=100")
-    p.add_argument("--workdir", required=True, help="folder for every task's checkpoints, logs, exports, metrics")
+    p.add_argument("--target", choices=("local", "kubernetes"), default="local",
+                   help="local (default): run every process on this machine; kubernetes: write manifests to --out "
+                   "instead (see taskology_tf/launch/kubernetes.py)")
+    p.add_argument("--workdir", default=None, help="folder for every task's checkpoints, logs, exports, metrics "
+                   "(--target local; required there)")
     p.add_argument("--import", dest="imports", action="append", default=[],
                    help="Python module to import first (registers your own tasks/relations)")
     p.add_argument("--tasks", default=None, help="comma-separated tasks to run here (default: all but --peer ones)")
@@ -685,6 +693,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", default=sys.executable, help="Python interpreter of the children")
     p.add_argument("--grace_seconds", type=float, default=10.0, help="SIGTERM-to-SIGKILL delay when stopping")
     p.add_argument("--server_timeout", type=float, default=180.0, help="seconds a server may take to come up")
+    k = p.add_argument_group("--target kubernetes")
+    k.add_argument("--image", default=None, help="the trainer image (built from the Dockerfile), e.g. "
+                   "registry.example.com/taskology:0.1")
+    k.add_argument("--storage", default=None, help="the shared work folder every pod uses: a TensorFlow filesystem "
+                   "URL (gs://BUCKET/run) or an absolute path on --storage_claim")
+    k.add_argument("--storage_claim", default=None, help="ReadWriteMany PersistentVolumeClaim mounted at --storage "
+                   "(when --storage is a path)")
+    k.add_argument("--out", default=None, help="folder the manifests are written to (then: kubectl apply -f OUT)")
+    k.add_argument("--name", default=None, help="prefix of every object's name (default: the first gin file's name)")
+    k.add_argument("--namespace", default=None, help="namespace of the objects (default: kubectl's current one)")
+    k.add_argument("--serving_image", default=None, help="tensorflow_model_server image (default tensorflow/serving:latest)")
+    k.add_argument("--poll_seconds", type=int, default=10, help="servers' --file_system_poll_wait_seconds (default 10)")
     return p
 
 
@@ -710,9 +730,17 @@ def launch_main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if args.target == "kubernetes":
+        return kubernetes_main(args)
     runtime.configure()  # the children inherit it
     runtime.import_tensorflow()
     try:
+        kubernetes_only = [f"--{f}" for f in ("image", "storage", "storage_claim", "out", "name", "namespace",
+                                               "serving_image") if getattr(args, f) is not None]
+        if kubernetes_only:
+            raise LaunchError(f"{', '.join(kubernetes_only)} only apply with --target kubernetes.")
+        if not args.workdir:
+            raise LaunchError("give the work folder with --workdir (e.g. --workdir /tmp/run).")
         if args.max_restarts < 0:
             raise LaunchError(f"--max_restarts must be >= 0, got {args.max_restarts}.")
         if not args.gin_file:
@@ -757,6 +785,41 @@ def launch_main(argv: Sequence[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def kubernetes_main(args) -> int:
+    """``taskology launch --target kubernetes``: the same plan, written as manifests to ``--out``."""
+    from taskology_tf.launch import kubernetes
+
+    try:
+        if not args.gin_file:
+            raise LaunchError("give the experiment with --gin_file (e.g. --gin_file table3_consistency).")
+        if args.workdir:
+            raise LaunchError("--workdir is for --target local; on Kubernetes the work folder is --storage.")
+        if not args.out:
+            raise LaunchError("--target kubernetes needs --out DIR, the folder the manifests are written to.")
+        tasks = None
+        if args.tasks is not None:
+            tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+            if not tasks:
+                raise LaunchError("--tasks is empty; name tasks separated by commas, e.g. --tasks depth,normals.")
+        name = args.name or os.path.splitext(os.path.basename(args.gin_file[0]))[0].lower().replace("_", "-")
+        cluster = kubernetes.Cluster(
+            image=args.image or "", storage=(args.storage or "").rstrip("/"), name=name,
+            storage_claim=args.storage_claim, namespace=args.namespace,
+            serving_image=args.serving_image or kubernetes.DEFAULT_SERVING_IMAGE, poll_seconds=args.poll_seconds,
+            max_restarts=args.max_restarts)
+        kubernetes.check_cluster(cluster)  # flag mistakes first, before gin is parsed
+        plan = plan_launch(args.gin_file, args.gin_param, args.imports, tasks, _parse_peers(args.peer))
+        settings = kubernetes.read_settings(args.gin_file, args.gin_param, args.imports, plan.tasks)
+        files = kubernetes.manifests(plan, cluster, settings, args.imports)
+        paths = kubernetes.write_manifests(files, args.out)
+    except (LaunchError, kubernetes.KubernetesError) as e:
+        print(f"taskology launch: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"[launch] wrote {len(paths)} manifest files to {args.out}: servers {plan.served or 'none'}, "
+          f"trainers {plan.tasks}; apply them with: kubectl apply -f {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,21 @@
-"""Versioned SavedModel export: ``<base>/<version>/`` written under a temporary name and renamed atomically.
+"""Versioned SavedModel export: ``<base>/<version>/`` written under a temporary name, then published.
 
-A server that polls ``<base>`` (the project's or TF Serving's ``tensorflow_model_server``) only ever
-sees complete versions: the export is written to ``<base>/.tmp-<version>-<pid>`` (not a number, so
-ignored by version polling) and renamed to ``<base>/<version>`` in one step. Old versions are
-removed the same way round: renamed to a non-numeric name first, then deleted.
+The export is written to ``<base>/.tmp-<version>-<pid>`` (not a number, so ignored by version polling)
+and then published as ``<base>/<version>``; ``<base>`` may be a local path or any TensorFlow filesystem
+URL (``gs://``, ``s3://``, ``ram://``; see ``core/storage.py``):
+
+* local path: one atomic folder rename. Old versions are removed the same way round: renamed to a
+  non-numeric name first, then deleted.
+* URL (object stores): rename is not atomic, so the folder is copied file by file with
+  ``saved_model.pb`` last (``storage.publish_tree``), and an old version loses its ``saved_model.pb``
+  first when it is removed. ``saved_model.pb`` is the completion marker: the project's server
+  (``serving/server.py``) does not try a version folder until it holds one, so it never loads a
+  half-written version. ``tensorflow_model_server`` does not look for a marker: it tries every numeric
+  folder it sees; while ``saved_model.pb`` is missing the load fails ("SavedModel not found") and is
+  retried ``--max_num_load_retries`` times (default 5), ``--load_retry_interval_micros`` apart (default
+  1 minute), and once ``saved_model.pb`` is there every other file already is, so it too never loads a
+  half-written version. A copy slower than those retries leaves that version in error until the server
+  restarts (the next version, published a few steps later, loads normally).
 
 With ``warmup_inputs`` the export also carries ``assets.extra/tf_serving_warmup_requests``, TF
 Serving's warm-up file (a TFRecord of ``PredictionLog`` protos), which servers replay before they
@@ -31,9 +43,17 @@ from typing import Mapping
 
 import numpy as np
 
+from taskology_tf.core import storage
+
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 DEFAULT_SIGNATURE = "serving_default"
 FLOAT16_SIGNATURE = "serving_float16"
+SAVED_MODEL_FILES = ("saved_model.pbtxt", "saved_model.pb")  # published last: a version is complete once one is there
+
+
+def is_complete(version_dir: str) -> bool:
+    """True once a version folder holds its ``saved_model.pb`` (or ``.pbtxt``), published last."""
+    return any(storage.exists(storage.join(version_dir, name)) for name in SAVED_MODEL_FILES)
 
 
 def export_model(
@@ -49,7 +69,7 @@ def export_model(
 
     Args:
       model: a Keras model with named dict inputs and outputs.
-      base_path: the model's base folder (``<workdir>/<task>/export``).
+      base_path: the model's base folder (``<workdir>/<task>/export``): a local path or a filesystem URL.
       version: integer version (the trainer's global step).
       keep: keep only the newest ``keep`` versions (None = all).
       warmup_inputs: a small batch of inputs (name -> array, e.g. {"image": uint8 [1, H, W, 3]}) written
@@ -65,12 +85,15 @@ def export_model(
         raise ValueError(f"image_size_multiple must be a positive integer or None, got {image_size_multiple!r}.")
     if warmup_inputs is not None:
         warmup_inputs = _check_warmup_inputs(model, warmup_inputs)
-    os.makedirs(base_path, exist_ok=True)
-    final = os.path.join(base_path, str(int(version)))
-    if os.path.exists(final):
-        return final
-    tmp = os.path.join(base_path, f".tmp-{int(version)}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    base_path = os.fspath(base_path)
+    storage.makedirs(base_path)
+    final = storage.join(base_path, str(int(version)))
+    if storage.exists(final):
+        if not storage.is_url(base_path) or is_complete(final):
+            return final
+        storage.rmtree(final)  # a copy cut short (the writer died): publish it again
+    tmp = storage.join(base_path, f".tmp-{int(version)}-{os.getpid()}")
+    storage.rmtree(tmp)
     try:
         if float16_signature or image_size_multiple:
             _export_archive(model, tmp, float16_signature, image_size_multiple)
@@ -78,9 +101,9 @@ def export_model(
             model.export(tmp, format="tf_saved_model", verbose=False)
         if warmup_inputs is not None:
             write_warmup_requests(tmp, warmup_inputs)
-        os.replace(tmp, final)
+        storage.publish_tree(tmp, final, last=SAVED_MODEL_FILES)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        storage.rmtree(tmp)
     if keep:
         for old in list_versions(base_path)[:-keep]:
             remove_version(base_path, old)
@@ -159,15 +182,22 @@ def _input_signature(model):
 
 
 def list_versions(base_path: str) -> list[int]:
-    """Integer version folders under ``base_path``, ascending."""
-    if not os.path.isdir(base_path):
+    """Integer version folders under ``base_path`` (a local path or a URL), ascending."""
+    if not storage.isdir(base_path):
         return []
-    return sorted(int(d) for d in os.listdir(base_path) if d.isdigit() and os.path.isdir(os.path.join(base_path, d)))
+    return sorted(int(d) for d in storage.listdir(base_path)
+                  if d.isdigit() and storage.isdir(storage.join(base_path, d)))
 
 
 def remove_version(base_path: str, version: int) -> None:
-    """Delete ``<base>/<version>`` so that no poller sees it half deleted (rename away, then delete)."""
-    folder = os.path.join(base_path, str(int(version)))
+    """Delete ``<base>/<version>`` so that no poller sees it half deleted: renamed away first on a local
+    path; on a URL its ``saved_model.pb`` goes first (pollers then no longer take it for complete)."""
+    folder = storage.join(base_path, str(int(version)))
+    if storage.is_url(folder):
+        for name in reversed(SAVED_MODEL_FILES):
+            storage.remove(storage.join(folder, name))
+        storage.rmtree(folder)
+        return
     trash = os.path.join(base_path, f".del-{int(version)}-{os.getpid()}")
     try:
         os.replace(folder, trash)
@@ -188,8 +218,8 @@ def write_warmup_requests(version_dir: str, inputs: Mapping[str, np.ndarray], si
     request.model_spec.signature_name = signature_name
     for name, value in inputs.items():
         request.inputs[name].CopyFrom(to_tensor_proto(np.asarray(value)))
-    path = os.path.join(version_dir, WARMUP_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path = storage.join(version_dir, *WARMUP_FILE.split(os.sep))
+    storage.makedirs(storage.join(version_dir, os.path.dirname(WARMUP_FILE)))
     with tf.io.TFRecordWriter(path) as writer:
         writer.write(log.SerializeToString())
     return path

@@ -14,7 +14,11 @@ DEFAULT_MAX_BATCH_SIZE = 256
 
 
 def version_folder_hint(base_path: str) -> str | None:
-    """A hint when ``base_path`` is itself a SavedModel (a version folder) rather than the folder above them."""
+    """A hint when ``base_path`` is itself a SavedModel (a version folder) rather than the folder above them.
+
+    Local paths only (a URL such as ``gs://...`` is not looked at here: that needs TensorFlow)."""
+    if "://" in base_path:
+        return None
     if any(os.path.isfile(os.path.join(base_path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
         parent = os.path.dirname(os.path.abspath(base_path))
         return (f"{base_path} holds a SavedModel itself: the base path is the folder *above* the integer version "

@@ -5,6 +5,9 @@ Same layout and protocol as ``tensorflow_model_server`` (``PredictionService.Pre
 background thread polls the base folder; a newer version is loaded, warmed up (replaying
 ``assets.extra/tf_serving_warmup_requests``) and only then swapped in, in one reference assignment:
 requests in flight finish on the version they started with and no request waits for a load. A
+version folder without ``saved_model.pb`` (or ``.pbtxt``) is not tried at all: it is being written
+(``export_model`` publishes that file last on object stores) and reported LOADING until it is there.
+Base paths may be local paths or TensorFlow filesystem URLs (``gs://...``, ``ram://...``). A
 version that fails to load (e.g. one still being copied in with ``cp`` or ``gsutil``, its
 ``saved_model.pb`` there before ``variables/``) is retried on the next ``max_load_retries`` polls, and
 again whenever its files change, so it is served once complete; ``GetModelStatus`` reports it LOADING
@@ -50,8 +53,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from taskology_tf.core import storage
 from taskology_tf.serving.codec import from_tensor_proto, numpy_dtype, to_tensor_proto
-from taskology_tf.serving.export import WARMUP_FILE
+from taskology_tf.serving.export import WARMUP_FILE, is_complete
 from taskology_tf.serving.flags import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -146,12 +150,12 @@ def _describe_inputs(inputs: Mapping[str, tf.TensorSpec]) -> str:
 def _read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
     """SignatureDefs of the ``serve`` meta graph, as stored (for GetModelMetadata)."""
     saved = saved_model_pb2.SavedModel()
-    pb = os.path.join(path, "saved_model.pb")
-    if os.path.exists(pb):
-        with open(pb, "rb") as f:
+    pb = storage.join(path, "saved_model.pb")
+    if storage.exists(pb):
+        with tf.io.gfile.GFile(pb, "rb") as f:
             saved.ParseFromString(f.read())
     else:
-        with open(os.path.join(path, "saved_model.pbtxt")) as f:
+        with tf.io.gfile.GFile(storage.join(path, "saved_model.pbtxt")) as f:
             text_format.Parse(f.read(), saved)
     graphs = [g for g in saved.meta_graphs if "serve" in g.meta_info_def.tags] or list(saved.meta_graphs)
     if not graphs:
@@ -161,11 +165,11 @@ def _read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
 
 def _version_folders(base_path: str) -> dict[int, str]:
     """Integer version -> folder name (numeric names only: temporary exports are ignored)."""
-    if not os.path.isdir(base_path):
+    if not storage.isdir(base_path):
         return {}
     folders = {}
-    for name in sorted(os.listdir(base_path)):  # "7" sorts after "007" and wins
-        if name.isdigit() and os.path.isdir(os.path.join(base_path, name)):
+    for name in storage.listdir(base_path):  # sorted: "7" sorts after "007" and wins
+        if name.isdigit() and storage.isdir(storage.join(base_path, name)):
             folders[int(name)] = name
     return folders
 
@@ -174,15 +178,12 @@ def _fingerprint(path: str):
     """Names, sizes and modification times of every file under a version folder: changes while a copy into
     it is under way (a failed version is retried beyond its retries only when this changes)."""
     entries = []
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            full = os.path.join(root, name)
-            try:
-                st = os.stat(full)
-            except OSError:
-                continue
-            entries.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
+    for rel in storage.tree(path)[1]:
+        try:
+            st = tf.io.gfile.stat(storage.join(path, *rel.split("/")))
+        except tf.errors.OpError:
+            continue
+        entries.append((rel, st.length, st.mtime_nsec))
     return tuple(entries)
 
 
@@ -372,8 +373,8 @@ def _run_predict(model_name: str, servable: _Servable, request: predict_pb2.Pred
 
 def _warm_up(model_name: str, servable: _Servable) -> int:
     """Replay the version's TF Serving warm-up file (if any); returns the number of requests run."""
-    path = os.path.join(servable.path, WARMUP_FILE)
-    if not os.path.exists(path):
+    path = storage.join(servable.path, *WARMUP_FILE.split(os.sep))
+    if not storage.exists(path):
         return 0
     count = 0
     for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS):
@@ -441,7 +442,7 @@ class ModelServer:
             hint = version_folder_hint(os.fspath(base))
             if hint:
                 raise ValueError(f"model '{name}': {hint}")
-        self._models = {name: _Model(name, os.path.abspath(os.fspath(base))) for name, base in models.items()}
+        self._models = {name: _Model(name, storage.absolute(base)) for name, base in models.items()}
         self.host = host
         self.port = int(port)
         self.poll_seconds = float(poll_seconds)
@@ -490,7 +491,7 @@ class ModelServer:
             raise OSError(f"the model server cannot bind {address} (port in use or host not local).")
         # The port is ours before any model loads (a busy port fails at once); requests are answered from here on.
         for model in self._models.values():
-            if not os.path.isdir(model.base_path):
+            if not storage.isdir(model.base_path):
                 log.info("model '%s': base path %s does not exist yet; waiting for versions.", model.name, model.base_path)
         try:
             self.poll()
@@ -557,13 +558,20 @@ class ModelServer:
             return
         on_disk = set(folders)
         with model.lock:  # forget versions that are gone and not serving
-            for v in [v for v, (state, _, _) in model.status.items() if v not in on_disk and state == _State.END]:
+            for v in [v for v, (state, _, _) in model.status.items()
+                      if v not in on_disk and state in (_State.END, _State.LOADING)]:
                 del model.status[v]
         for v in [v for v in model.failed if v not in on_disk]:
             del model.failed[v]
         current = -1 if model.current is None else model.current.version
         for version in sorted((v for v in folders if v > current), reverse=True):
-            path = os.path.join(model.base_path, folders[version])
+            path = storage.join(model.base_path, folders[version])
+            if not is_complete(path):  # still being written: saved_model.pb comes last
+                with model.lock:
+                    if version not in model.status:
+                        model.status[version] = (_State.LOADING, grpc.StatusCode.OK,
+                                                 f"waiting for {path}/saved_model.pb: the version is being written")
+                continue
             fingerprint = _fingerprint(path)
             failure = model.failed.get(version)
             if failure is not None:

@@ -109,3 +109,72 @@ def test_float16_peer_gets_the_float16_signature_without_falling_back(base, tiny
         # float32 on arrival but carrying float16 values: the served float32 answer rounded to half precision
         np.testing.assert_array_equal(out[key].numpy(), full[key].astype(np.float16).astype(np.float32))
     assert not np.array_equal(out["depth"].numpy(), full["depth"])  # it did not come from serving_default
+
+
+# -- shared storage: a local path and TensorFlow's in-memory ram:// filesystem (an object store stand-in) ------
+
+
+def _base(kind, tmp_path):
+    import uuid
+
+    return str(tmp_path / "m") if kind == "local" else f"ram://export-{uuid.uuid4().hex}/m"
+
+
+@pytest.mark.parametrize("kind", ["local", "ram"])
+def test_export_serve_and_prune_on_a_local_path_and_ram(kind, tmp_path, tiny):
+    from taskology_tf.core import storage
+
+    base = _base(kind, tmp_path)
+    image = tiny.images(2)
+    with tiny.serving({"m": base}, "m", poll_seconds=3600) as (server, client):
+        for version in (1, 2, 3):
+            export_model(tiny.tiny_model(bias=float(version)), base, version, keep=2,
+                         warmup_inputs={"image": tiny.images(1)})
+        assert list_versions(base) == [2, 3]
+        assert storage.listdir(base) == ["2", "3"]  # no temporary folder left behind
+        server.poll()
+        outputs, version = client.predict({"image": image})
+        assert version == 3
+        np.testing.assert_allclose(outputs["depth"], tiny.reference(image, 3.0)["depth"], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["local", "ram"])
+def test_server_never_loads_a_version_published_file_by_file_before_it_is_complete(kind, tmp_path, tiny):
+    """An object store has no atomic folder rename: the version is copied in with saved_model.pb last. A poll
+    after every single file must keep serving the previous version until the last file is there."""
+    from taskology_tf.core import storage
+
+    base = _base(kind, tmp_path)
+    export_model(tiny.tiny_model(bias=1.0), base, 1)
+    staged = storage.join(base, ".tmp-2-test")
+    export_model(tiny.tiny_model(bias=2.0), staged, 2)  # a finished SavedModel under a non-numeric name
+    staged = storage.join(staged, "2")
+    image = tiny.images(2)
+    copied = []
+    with tiny.serving({"m": base}, "m", poll_seconds=3600) as (server, client):
+        def look(rel):
+            copied.append(rel)
+            server.poll()
+            if rel != "saved_model.pb":
+                assert server.loaded_version("m") == 1, f"loaded after copying only {copied}"
+                assert dict(client.status())[2] == "LOADING"
+
+        storage.publish_tree(staged, storage.join(base, "2"), last=("saved_model.pb",), atomic_rename=False,
+                             on_copy=look)
+        assert copied[-1] == "saved_model.pb" and any(r.startswith("variables/") for r in copied)
+        assert server.loaded_version("m") == 2  # loaded by the poll right after the last file
+        outputs, version = client.predict({"image": image})
+        assert version == 2
+        np.testing.assert_allclose(outputs["depth"], tiny.reference(image, 2.0)["depth"], atol=1e-5)
+
+
+def test_a_version_cut_short_on_an_object_store_is_published_again(tmp_path, tiny):
+    from taskology_tf.core import storage
+
+    base = _base("ram", tmp_path)
+    export_model(tiny.tiny_model(bias=1.0), base, 5)
+    storage.remove(storage.join(base, "5", "saved_model.pb"))  # as if the writer died before its last file
+    export_model(tiny.tiny_model(bias=1.0), base, 5)
+    assert storage.exists(storage.join(base, "5", "saved_model.pb"))
+    loaded = tf.saved_model.load(storage.join(base, "5"))
+    assert "serving_default" in loaded.signatures
