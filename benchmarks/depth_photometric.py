@@ -5,11 +5,13 @@ against the synthetic world's TRUE camera and object motion, in a plain training
 
 Quick to vary one thing at a time (about 0.1 s a step of batch 4 at 64x128 on the 2-core VM) and to see
 *where* the error lies: besides held-out Abs Rel (median-scaled, <= 80 m, 128 'sim' frames of seed 23) it
-prints the error on moving-object and static pixels, per true-depth band and per semantic class.
+prints the error on moving-object and static pixels, per true-depth band and per semantic class
+(``--style real``: the world's value-noise textures instead of the 'sim' checkers).
 Variants (measured in benchmarks/README.md, "Depth ladder"): ``--occlusion_tolerance``, ``--no_inside_mask``
 (border samples count too), ``--automask`` (monodepth2's: drop pixels the unwarped frame explains better),
 ``--directions backward`` (only frame t+1 reconstructed from t), ``--disparity`` (sigmoid disparity head in
-[1/100, 2] 1/m instead of softplus depth), ``--supervised`` (log-depth regression on the labels: the bound).
+[1/100, 2] 1/m instead of softplus depth), ``--supervised`` (log-depth regression on the labels: the bound),
+``--learn_motion`` (ladder (c), row A, in isolation: the motion network learned alongside, objects assumed static).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--cosine", action="store_true", help="cosine decay to 10 %% over --steps")
     p.add_argument("--preset", default="tiny", help="depth network preset (tiny, small, resnet18, ...)")
     p.add_argument("--clips", type=int, default=4096, help="training clips of the mediator stream")
+    p.add_argument("--style", default="sim", help="synthetic world style of the training and held-out clips "
+                   "('sim': checker textures; 'real': value noise, sensor noise)")
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--blur_sizes", default="1,5,9")
@@ -45,6 +49,10 @@ def parse_args(argv=None):
     p.add_argument("--directions", choices=("both", "forward", "backward"), default="both")
     p.add_argument("--disparity", action="store_true")
     p.add_argument("--supervised", action="store_true")
+    p.add_argument("--learn_motion", action="store_true",
+                   help="ladder (c) in isolation: the camera motion is learned too (Table 1's motion network: "
+                        "'small', frame difference, translation scale 0.1, cosine 1e-3 to 10 %%) and objects are "
+                        "assumed static (row A); prints the translation error too")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=500, help="evaluate every this many steps")
     return p.parse_args(argv)
@@ -103,11 +111,12 @@ def main(argv=None) -> int:
     from taskology_tf.data.synthetic.dataset import synthetic_arrays
     from taskology_tf.geometry.transforms import euler_angles, invert
     from taskology_tf.relations import photometric as ph
+    from taskology_tf.relations.depth_motion import camera_transforms
 
     keras.utils.set_random_seed(args.seed)
     size = dict(height=args.height, width=args.width, with_next=True, next_labels=True)
-    train = synthetic_arrays("sim", args.clips, seed=TRAIN_SEED, **size)
-    held_out = synthetic_arrays("sim", 128, seed=EVAL_SEED, **size)
+    train = synthetic_arrays(args.style, args.clips, seed=TRAIN_SEED, **size)
+    held_out = synthetic_arrays(args.style, 128, seed=EVAL_SEED, **size)
     model = build_depth_model(args.preset, args.disparity)
     rate = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.steps, alpha=0.1) if args.cosine \
         else args.learning_rate
@@ -115,12 +124,25 @@ def main(argv=None) -> int:
     blur_sizes = tuple(int(b) for b in args.blur_sizes.split(","))
     tolerance = None if args.occlusion_tolerance.lower() == "none" else float(args.occlusion_tolerance)
 
-    def photometric_loss(batch, depth):
+    motion_model = motion_optimizer = None
+    if args.learn_motion:
+        from taskology_tf.tasks.motion import MotionTask
+
+        motion_model = MotionTask(preset="small", frame_difference=True, translation_scale=0.1).build_model()
+        motion_optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, args.steps, alpha=0.1))
+
+    def photometric_loss(batch, depth, motion=None):
         image, image_next = ph.to_unit_float(batch["image"]), ph.to_unit_float(batch["image_next"])
-        forward = tf.cast(batch["ego_motion"], tf.float32)
-        transforms = [ph.transform_from_motion(euler_angles(t[:, :3, :3]), t[:, :3, 3]) for t in (forward, invert(forward))]
-        directions = [(image, depth["depth"], image_next, depth["depth_next"], transforms[0], batch["object_motion"]),
-                      (image_next, depth["depth_next"], image, depth["depth"], transforms[1], batch["object_motion_backward"])]
+        if motion is None:
+            forward = tf.cast(batch["ego_motion"], tf.float32)
+            transforms = [ph.transform_from_motion(euler_angles(t[:, :3, :3]), t[:, :3, 3])
+                          for t in (forward, invert(forward))]
+            fields = batch["object_motion"], batch["object_motion_backward"]
+        else:
+            transforms = camera_transforms(motion, "inverse")
+            fields = None, None
+        directions = [(image, depth["depth"], image_next, depth["depth_next"], transforms[0], fields[0]),
+                      (image_next, depth["depth_next"], image, depth["depth"], transforms[1], fields[1])]
         directions = {"both": directions, "forward": directions[:1], "backward": directions[1:]}[args.directions]
         total = 0.0
         for target, target_depth, source, source_depth, transform, field in directions:
@@ -147,11 +169,28 @@ def main(argv=None) -> int:
 
     @tf.function
     def train_step(batch):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(batch, model({"image": batch["image"], "image_next": batch["image_next"]}, training=True))
+        frames = {"image": batch["image"], "image_next": batch["image_next"]}
+        with tf.GradientTape(persistent=True) as tape:
+            if motion_model is None:
+                loss = loss_fn(batch, model(frames, training=True))
+            else:
+                loss = photometric_loss(batch, model(frames, training=True), motion_model(frames, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        if motion_model is not None:
+            grads = tape.gradient(loss, motion_model.trainable_variables)
+            motion_optimizer.apply_gradients(zip(grads, motion_model.trainable_variables))
         return loss
+
+    def translation_error() -> str:
+        """Mean |t_pred - t_true| / |t_true| over the held-out clips (empty without --learn_motion)."""
+        if motion_model is None:
+            return ""
+        t = motion_model.predict({"image": held_out["image"], "image_next": held_out["image_next"]}, verbose=0,
+                                 batch_size=32)["translation"]
+        true = held_out["ego_motion"][:, :3, 3]
+        rel = np.mean(np.linalg.norm(t - true, axis=-1)) / np.mean(np.linalg.norm(true, axis=-1))
+        return f"  translation error {rel:.3f}"
 
     def predict():
         return model.predict({"image": held_out["image"], "image_next": held_out["image_next"]}, verbose=0,
@@ -166,7 +205,8 @@ def main(argv=None) -> int:
         if step % args.every == 0 or step == args.steps:
             report = region_report(predict(), held_out)
             print(f"step {step}  loss {np.mean(losses[-args.every:]):.4f}  held-out Abs Rel {report['abs_rel']:.3f} "
-                  f"(moving {report['moving']:.3f}, static {report['static']:.3f})  ({time.monotonic() - start:.0f} s)",
+                  f"(moving {report['moving']:.3f}, static {report['static']:.3f}){translation_error()}  "
+                  f"({time.monotonic() - start:.0f} s)",
                   flush=True)
     print("final", region_report(predict(), held_out), flush=True)
     return 0
