@@ -256,8 +256,11 @@ def cmd_train_task(args, experiment) -> None:
         trainer.close()
     trainer.export()
     path = os.path.join(args.workdir, args.task, "metrics.json")
+    traffic = {name: peer.traffic.as_dict() for name, peer in trainer.peers.items()
+               if getattr(peer, "traffic", None) is not None}
     write_json_atomic(path, {"step": trainer.step, "metrics": {args.task: metrics},
-                             "peer_unavailable_steps": trainer.peer_unavailable_steps})
+                             "peer_unavailable_steps": trainer.peer_unavailable_steps,
+                             "throughput": trainer.throughput, "peer_traffic": traffic})
     _print_metrics({args.task: metrics})
     print(path)
 

@@ -20,6 +20,9 @@ class Peer(abc.ABC):
 
     task_name: str
     input_keys: tuple[str, ...] = ()  # example keys the peer's network consumes
+    # Requests and bytes exchanged with a model server for these predictions (``as_dict()``: requests,
+    # answers, bytes_sent, bytes_received); None for peers that answer in process.
+    traffic = None
 
     @abc.abstractmethod
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:

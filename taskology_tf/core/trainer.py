@@ -256,6 +256,7 @@ class TaskTrainer:
         self._mediator_iter = None
         self._mediator_lookahead = None
         self.peer_unavailable_steps: dict[str, int] = {}
+        self.throughput: dict[str, float] = {}  # of the last ``train`` call, see ``throughput_record``
         self._compute_fn = tf.function(self._compute, jit_compile=jit_compile, reduce_retracing=True)
         self._apply_fn = tf.function(self._apply, reduce_retracing=True)
         if self.distributed:
@@ -634,6 +635,8 @@ class TaskTrainer:
 
         bar = tqdm(total=num_steps, initial=self.step, desc=self.name, disable=not progress, dynamic_ncols=True)
         first = True
+        started = (time.monotonic(), time.process_time(), self.step)
+        timed_from = None  # (time, CPU time, step) after the first step: its tracing stays out of the rate
         try:
             with stopping.training_loop():
                 while self.step < num_steps:
@@ -647,11 +650,14 @@ class TaskTrainer:
                             time.sleep(0.5)  # only peer-dependent work this step and the peers are down: wait for them
                             continue
                         break
+                    if first:
+                        timed_from = (time.monotonic(), time.process_time(), self.step)
                     first = False
                     bar.update(1)
                     bar.set_postfix(loss=f"{values['total']:.4f}")
         finally:
             bar.close()
+            self.throughput = throughput_record(started, timed_from, (time.monotonic(), time.process_time(), self.step))
         self.save()
         return self.evaluate() if self.eval_data is not None else {}
 
@@ -882,6 +888,25 @@ class TaskTrainer:
         self._writers.clear()
         if self._lock is not None:
             self._lock.release()
+
+
+def throughput_record(started, timed_from, ended) -> dict[str, float]:
+    """Steps, seconds and CPU of a training loop, each argument a (monotonic time s, process CPU time s, step).
+
+    ``timed_from`` is taken after the first step (None: the loop made none), so ``steps_per_second`` and
+    ``cpu_cores`` (CPU seconds per second, all the process's threads) leave the first step's tracing out;
+    ``steps`` and ``first_step_seconds`` count it.
+    """
+    record = {"steps": ended[2] - started[2]}
+    if timed_from is None:
+        return record
+    seconds, timed = ended[0] - timed_from[0], ended[2] - timed_from[2]
+    cpu = ended[1] - timed_from[1]
+    record.update(first_step_seconds=round(timed_from[0] - started[0], 3), timed_steps=timed,
+                  seconds=round(seconds, 3), cpu_seconds=round(cpu, 3))
+    if timed > 0 and seconds > 0:
+        record.update(steps_per_second=round(timed / seconds, 3), cpu_cores=round(cpu / seconds, 3))
+    return record
 
 
 def checkpoint_damage(prefix: str) -> str | None:

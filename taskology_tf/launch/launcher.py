@@ -30,7 +30,9 @@ What happens:
    A server that dies is restarted on the same port if it can bind it, else on a new one (trainers
    started afterwards get the new address).
 6. When every trainer has finished, the servers get SIGTERM (SIGKILL after a grace period), a metrics
-   table is printed and ``<workdir>/launch_metrics.json`` written. Ctrl-C / SIGTERM stops every child
+   table is printed and ``<workdir>/launch_metrics.json`` written (with each trainer's steps/s and CPU of
+   its last attempt, ``throughput``, and the requests and bytes it exchanged with each peer's server,
+   ``peer_traffic``). Ctrl-C / SIGTERM stops every child
    the same way and returns 130.
 
 Children run in their own process groups; on Linux they also get SIGTERM if the launcher dies
@@ -624,7 +626,8 @@ class Launcher:
         import json
 
         result = {"step": {}, "metrics": {}, "restarts": {}, "exit_code": {}, "peer_unavailable_steps": {},
-                  "servers": {}, "remote_peers": dict(self.plan.remote), "wall_seconds": round(wall_seconds, 1)}
+                  "throughput": {}, "peer_traffic": {}, "servers": {}, "remote_peers": dict(self.plan.remote),
+                  "wall_seconds": round(wall_seconds, 1)}
         for task, child in self.trainers.items():
             result["restarts"][task] = child.restarts
             result["exit_code"][task] = child.exit_code
@@ -640,6 +643,8 @@ class Launcher:
             result["step"][task] = data.get("step")
             result["metrics"][task] = data.get("metrics", {}).get(task, {})
             result["peer_unavailable_steps"][task] = data.get("peer_unavailable_steps", {})
+            result["throughput"][task] = data.get("throughput", {})  # of the trainer's last attempt
+            result["peer_traffic"][task] = data.get("peer_traffic", {})
         for task, child in self.servers.items():
             result["servers"][task] = {"address": self.address(task) if child.port is not None else None,
                                        "restarts": child.restarts}

@@ -4,10 +4,14 @@ Every call has a deadline. Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, R
 are retried with exponential backoff and end in ``PeerUnavailableError``; a bad request
 (INVALID_ARGUMENT -> ``InvalidRequestError``) or an unknown model/version (NOT_FOUND ->
 ``ModelNotFoundError``) raises at once.
+
+Every client counts the bytes of its Predict calls in a ``Traffic`` (``client.traffic``), which several
+clients may share (a ``ServingPeer`` gives all its channels one).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -26,6 +30,38 @@ from taskology_tf.serving.tls import TlsConfig
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED})
 _STATE_NAMES = dict((v, k) for k, v in get_model_status_pb2.ModelVersionStatus.State.items())
+
+
+class Traffic:
+    """Bytes of Predict calls: serialized ``PredictRequest`` / ``PredictResponse`` sizes; thread-safe.
+
+    ``requests``: attempts sent (a retried call counts each attempt, and its bytes each time);
+    ``answers``: responses received; ``bytes_sent`` / ``bytes_received``: their serialized sizes. These
+    are the protobuf payloads: gRPC adds 5 bytes per message and HTTP/2 headers (about 100 bytes per call).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.answers = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def sent(self, nbytes: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.bytes_sent += int(nbytes)
+
+    def received(self, nbytes: int) -> None:
+        with self._lock:
+            self.answers += 1
+            self.bytes_received += int(nbytes)
+
+    def as_dict(self) -> dict[str, int]:
+        """{"requests", "answers", "bytes_sent", "bytes_received"} so far."""
+        with self._lock:
+            return {"requests": self.requests, "answers": self.answers, "bytes_sent": self.bytes_sent,
+                    "bytes_received": self.bytes_received}
 
 
 class PeerUnavailableError(ConnectionError):
@@ -78,6 +114,7 @@ class PredictClient:
       tls: CA (and client certificate for mutual TLS) for a TLS server; None = plaintext.
       max_message_bytes: gRPC send/receive limit.
       signature_name: the signature ``predict`` and ``metadata`` use.
+      traffic: where ``predict`` counts its bytes (shared with other clients); None = a new ``Traffic``.
     """
 
     def __init__(
@@ -90,6 +127,7 @@ class PredictClient:
         tls: TlsConfig | None = None,
         max_message_bytes: int = 256 * 2**20,
         signature_name: str = "serving_default",
+        traffic: Traffic | None = None,
     ):
         if not address or ":" not in address:
             raise ValueError(f"address must be 'host:port', got {address!r}.")
@@ -103,6 +141,7 @@ class PredictClient:
         self.retries = int(retries)
         self.backoff = float(backoff)
         self.signature_name = signature_name
+        self.traffic = traffic if traffic is not None else Traffic()
         options = [
             ("grpc.max_send_message_length", int(max_message_bytes)),
             ("grpc.max_receive_message_length", int(max_message_bytes)),
@@ -132,7 +171,14 @@ class PredictClient:
             request.inputs[name].CopyFrom(to_tensor_proto(np.asarray(value)))
         if output_filter:
             request.output_filter.extend(output_filter)
-        response = self._call("Predict", self._predict_stub.Predict, request)
+        size = request.ByteSize()
+
+        def predict(request, timeout):
+            self.traffic.sent(size)
+            return self._predict_stub.Predict(request, timeout=timeout)
+
+        response = self._call("Predict", predict, request)
+        self.traffic.received(response.ByteSize())
         outputs = {name: from_tensor_proto(proto) for name, proto in response.outputs.items()}
         version = response.model_spec.version.value if response.model_spec.HasField("version") else -1
         return outputs, int(version)

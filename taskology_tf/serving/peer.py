@@ -41,6 +41,10 @@ reconnect back-off does not delay noticing that it is back); other steps fail ov
 ``predict`` waits at most ``max_wait_seconds`` = (retries + 1) * timeout + the back-off sleeps
 for an answer while the server is up (0.25 s more for a prefetched one; a one-time signature
 fallback or a pin move adds one more call), and at most ``timeout`` (one probe) while it is down.
+
+Traffic. ``traffic`` (``client.Traffic``) counts the requests and the serialized bytes sent to and
+received from the server by every channel of the peer, probes and prefetched requests whose answer
+was not used included: what the trainer costs the network.
 """
 
 from __future__ import annotations
@@ -59,7 +63,13 @@ import tensorflow as tf
 
 from taskology_tf.core.peer import Peer
 from taskology_tf.data.example import KEYS
-from taskology_tf.serving.client import InvalidRequestError, ModelNotFoundError, PeerUnavailableError, PredictClient
+from taskology_tf.serving.client import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    PeerUnavailableError,
+    PredictClient,
+    Traffic,
+)
 from taskology_tf.serving.tls import TlsConfig
 
 log = logging.getLogger(__name__)
@@ -197,6 +207,7 @@ class ServingPeer(Peer):
         self.float16_outputs = bool(float16_outputs)
         self.probe_seconds = float(probe_seconds)
         self.unavailable_steps = 0  # predict calls answered without the server (reused or raised)
+        self.traffic = Traffic()  # bytes of every Predict call to this peer's server (all channels, probes too)
 
         self._signature = FLOAT16_SIGNATURE if float16_outputs else DEFAULT_SIGNATURE
         self._client = self._new_client(self.retries)
@@ -386,6 +397,7 @@ class ServingPeer(Peer):
             backoff=self.backoff,
             tls=self.tls,
             signature_name=self._signature,
+            traffic=self.traffic,
         )
 
     def _request(self, client: PredictClient, arrays, requested: int | None, close: bool):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from taskology_tf.core.collective import Collective
-from taskology_tf.core.trainer import NonFiniteLossError, TaskTrainer, write_json_atomic
+from taskology_tf.core.trainer import NonFiniteLossError, TaskTrainer, throughput_record, write_json_atomic
 from taskology_tf.data.example import ExampleSpecError
 
 
@@ -211,3 +211,19 @@ def test_trainer_survives_a_peer_that_is_down(toy):
     assert terms == [{"supervised", "agree", "total"}, {"supervised", "total"}, {"supervised", "total"},
                      {"supervised", "agree", "total"}]
     assert ta.peer_unavailable_steps == {"b": 2} and ta.step == 4
+
+
+def test_throughput_record_leaves_the_first_step_out_of_the_rate():
+    record = throughput_record((100.0, 1.0, 10), (104.0, 5.0, 11), (109.0, 12.5, 31))
+    assert record == {"steps": 21, "first_step_seconds": 4.0, "timed_steps": 20, "seconds": 5.0, "cpu_seconds": 7.5,
+                      "steps_per_second": 4.0, "cpu_cores": 1.5}
+    assert throughput_record((0.0, 0.0, 3), None, (1.0, 1.0, 3)) == {"steps": 0}
+    assert "steps_per_second" not in throughput_record((0.0, 0.0, 3), (1.0, 1.0, 4), (1.0, 1.0, 4))
+
+
+def test_train_records_its_throughput(toy):
+    trainer = TaskTrainer(toy.task_a, dedicated=toy.dataset(8, 1), batch_size=4, shuffle_buffer=0)
+    assert trainer.throughput == {}
+    trainer.train(4)
+    assert trainer.throughput["steps"] == 4 and trainer.throughput["timed_steps"] == 3
+    assert trainer.throughput["steps_per_second"] > 0 and trainer.throughput["cpu_seconds"] >= 0

@@ -221,6 +221,11 @@ def test_launch_depth_and_normals_to_the_end(tmp_path, capsys):
     assert launch["step"] == {"depth": 6, "normals": 6} and launch["restarts"] == {"depth": 0, "normals": 0}
     assert "abs_rel" in launch["metrics"]["depth"] and "within_11.25" in launch["metrics"]["normals"]
     assert set(launch["servers"]) == {"depth", "normals"}
+    for task, peer in (("depth", "normals"), ("normals", "depth")):  # what each trainer cost, per peer
+        throughput = launch["throughput"][task]
+        assert throughput["steps"] == 6 and throughput["timed_steps"] == 5 and throughput["steps_per_second"] > 0
+        traffic = launch["peer_traffic"][task][peer]
+        assert traffic["requests"] >= traffic["answers"] >= 1 and traffic["bytes_received"] > traffic["bytes_sent"] > 0
     # The progress view's last line, then the table and the path of launch_metrics.json.
     assert "[launch] progress: depth 6/6 done | normals 6/6 done" in out
     assert any(line.split()[:3] == ["depth", "6", "0"] for line in out.splitlines())

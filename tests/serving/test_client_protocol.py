@@ -29,6 +29,7 @@ from taskology_tf.serving.client import (
     PeerUnavailableError,
     PredictClient,
     ServingError,
+    Traffic,
 )
 
 # -- stock client -> our server -------------------------------------------------------------------
@@ -216,6 +217,24 @@ def test_client_retries_transient_errors_with_backoff(scripted, code):
         _, version = client.predict({"x": np.zeros((1, 3), np.float32)})
     assert version == 42 and len(service.requests) == 3
     assert time.monotonic() - start >= 0.05 + 0.1  # waited backoff, then twice that
+
+
+def test_client_counts_the_bytes_of_every_attempt_in_a_shared_traffic(scripted):
+    address, service, _ = scripted
+    shared = Traffic()
+    x = np.zeros((2, 3), np.float32)
+    with PredictClient(address, "peer", retries=1, backoff=0.01, traffic=shared) as a, \
+            PredictClient(address, "peer", traffic=shared) as b:
+        service.failures = [grpc.StatusCode.UNAVAILABLE]
+        a.predict({"x": x})  # a retried call: its request went out twice
+        b.predict({"x": x}, output_filter=["count"])
+    sent = [r.ByteSize() for r in service.requests]
+    assert len(sent) == 3 and sent[0] == sent[1]
+    answers = [service.Predict(r, None).ByteSize() for r in service.requests[1:]]
+    assert shared.as_dict() == {"requests": 3, "answers": 2, "bytes_sent": sum(sent), "bytes_received": sum(answers)}
+    assert a.traffic is shared
+    with PredictClient(address, "peer") as own:
+        assert own.traffic is not shared and own.traffic.as_dict()["requests"] == 0
 
 
 def test_client_gives_up_with_peer_unavailable(scripted):

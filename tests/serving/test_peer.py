@@ -228,6 +228,26 @@ def test_prefetch_overlaps_the_round_trip_with_the_step(fake):
         assert len(service.requests) == count + 1
 
 
+def test_traffic_counts_prefetched_synchronous_and_unused_requests(fake):
+    address, service = fake
+    rng = np.random.default_rng(2)
+    batch = {"image": rng.integers(0, 256, (2, 3, 4, 3), dtype=np.uint8), "id": np.array([1, 2])}
+    other = {"image": rng.integers(0, 256, (2, 3, 4, 3), dtype=np.uint8), "id": np.array([3, 4])}
+    with ServingPeer("depth", address) as peer:
+        assert peer.traffic.as_dict() == {"requests": 0, "answers": 0, "bytes_sent": 0, "bytes_received": 0}
+        peer.prefetch_next(batch)
+        peer.predict(batch)  # the prefetched answer
+        peer.prefetch_next(batch)
+        assert wait_for(lambda: peer._pending.future.done())
+        peer.predict(other)  # the prefetch was for another batch: it was sent all the same, then this one
+        traffic = peer.traffic.as_dict()
+    requests = list(service.requests)  # answering them again below records them again
+    assert traffic["requests"] == traffic["answers"] == len(requests) == 3
+    assert traffic["bytes_sent"] == sum(r.ByteSize() for r in requests)
+    assert traffic["bytes_received"] == sum(service.Predict(r, None).ByteSize() for r in requests)
+    assert traffic["bytes_received"] > 2 * 3 * 4 * 4  # the float32 depth answers at least
+
+
 # -- version pins and float16 ------------------------------------------------------------------------
 
 
