@@ -147,7 +147,10 @@ class FieldTask(Task):
     def summary_images(self, batch, predictions):
         target, valid = (np.asarray(x) for x in self.target(batch))
         low, high = np.min(target), np.max(target)
-        grey = lambda x: np.repeat(np.clip((x - low) / max(high - low, 1e-6), 0.0, 1.0), 3, axis=-1)  # noqa: E731
+
+        def grey(field):  # [B, H, W, 1] -> [B, H, W, 3] in [0, 1], the target's range
+            return np.repeat(np.clip((field - low) / max(high - low, 1e-6), 0.0, 1.0), 3, axis=-1)
+
         return {f"{self.name}/image_prediction_label": side_by_side(
             image_to_float(np.asarray(batch["image"])), grey(np.asarray(predictions["field"])), grey(target) * valid)}
 
