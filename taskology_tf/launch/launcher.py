@@ -750,11 +750,7 @@ def launch_main(argv: Sequence[str] | None = None) -> int:
             raise LaunchError(f"--max_restarts must be >= 0, got {args.max_restarts}.")
         if not args.gin_file:
             raise LaunchError("give the experiment with --gin_file (e.g. --gin_file table3_consistency).")
-        tasks = None
-        if args.tasks is not None:
-            tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-            if not tasks:
-                raise LaunchError("--tasks is empty; name tasks separated by commas, e.g. --tasks depth,normals.")
+        tasks = _parse_tasks(args.tasks)
         remote = _parse_peers(args.peer)
         plan = plan_launch(args.gin_file, args.gin_param, args.imports, tasks, remote)
         from taskology_tf.cli import resolve_gin_file
@@ -792,6 +788,16 @@ def launch_main(argv: Sequence[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
+def _parse_tasks(text: str | None) -> list[str] | None:
+    """``--tasks depth,normals`` -> ['depth', 'normals']; None when the flag was not given."""
+    if text is None:
+        return None
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise LaunchError("--tasks is empty; name tasks separated by commas, e.g. --tasks depth,normals.")
+    return tasks
+
+
 def kubernetes_main(args) -> int:
     """``taskology launch --target kubernetes``: the same plan, written as manifests to ``--out``."""
     from taskology_tf.launch import kubernetes
@@ -803,11 +809,7 @@ def kubernetes_main(args) -> int:
             raise LaunchError("--workdir is for --target local; on Kubernetes the work folder is --storage.")
         if not args.out:
             raise LaunchError("--target kubernetes needs --out DIR, the folder the manifests are written to.")
-        tasks = None
-        if args.tasks is not None:
-            tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-            if not tasks:
-                raise LaunchError("--tasks is empty; name tasks separated by commas, e.g. --tasks depth,normals.")
+        tasks = _parse_tasks(args.tasks)
         name = args.name or os.path.splitext(os.path.basename(args.gin_file[0]))[0].lower().replace("_", "-")
         cluster = kubernetes.Cluster(
             image=args.image or "", storage=(args.storage or "").rstrip("/"), name=name,
