@@ -17,7 +17,7 @@ make_venv() {
   local venv="${VENV:-$here/.venv-jax}"
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q "jax[cpu]" "keras==$KERAS_VERSION" "gin-config==$GIN_VERSION" numpy pytest
+  "$venv/bin/python" -m pip install -q "jax[cpu]" "keras==$KERAS_VERSION" "gin-config==$GIN_VERSION" numpy pytest pytest-timeout
   echo "benchmark venv: $venv ($(KERAS_BACKEND=jax "$venv/bin/python" -c 'import jax, keras; print("jax", jax.__version__, "keras", keras.__version__)'))"
 }
 
