@@ -430,28 +430,36 @@ def environment(args, dtype: str) -> dict[str, Any]:
     }
 
 
+def intensity(record: dict) -> float | None:
+    """FLOPs per byte accessed of one step (None without both estimates)."""
+    flops, accessed = record.get("flops_per_step"), record.get("bytes_accessed_per_step")
+    return flops / accessed if flops and accessed else None
+
+
 def _fmt(value, spec: str, scale: float = 1.0) -> str:
     return "n/a" if value is None else format(value * scale, spec)
 
 
 def markdown_table(records: list[dict], env: dict) -> str:
-    """One row per network: step time, examples/s, GFLOP per step, achieved TFLOP/s, MFU, compile time."""
+    """One row per network: step time, examples/s, GFLOP per step, achieved TFLOP/s, MFU, FLOP per byte
+    accessed (XLA's estimate; below the device's ridge, e.g. ~200 on an H200, the step is memory-bound), compile time."""
     lines = [
         f"{env['device']} ({env['backend']}), {env['dtype']}, size {env['size']}, median of {env['steps']} steps "
         f"after {env['warmup']} warm-up; MFU against {env['peak_tflops']:g} TFLOP/s; jax {env['jax']}, "
         f"keras {env['keras']}, {env['date']}",
         "",
-        "| network | batch | params | step (ms) | examples/s | GFLOP/step | TFLOP/s | MFU (%) | compile (s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| network | batch | params | step (ms) | examples/s | GFLOP/step | TFLOP/s | MFU (%) | FLOP/B | compile (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in records:
         if "error" in r:
-            lines.append(f"| {r['network']} | {r['config']['batch']} | skipped: {r['error'][:120]} | | | | | | |")
+            lines.append(f"| {r['network']} | {r['config']['batch']} | skipped: {r['error'][:120]} | | | | | | | |")
             continue
         lines.append(
             f"| {r['network']} | {r['examples_per_step']} | {r['parameters'] / 1e6:.2f}M | {r['step_s'] * 1e3:.4g} | "
             f"{r['examples_per_s']:.3g} | {_fmt(r['flops_per_step'], '.4g', 1e-9)} | "
-            f"{_fmt(r['achieved_tflops'], '.3g')} | {_fmt(r['mfu'], '.3g', 100)} | {r['compile_s']:.1f} |")
+            f"{_fmt(r['achieved_tflops'], '.3g')} | {_fmt(r['mfu'], '.3g', 100)} | {_fmt(intensity(r), '.3g')} | "
+            f"{r['compile_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -481,6 +489,7 @@ def parse_args(argv=None):
                    help="on a CPU, skip a network whose compiled step needs more than this fraction of the "
                         "available memory (0: no check)")
     p.add_argument("--out", default=None, help="JSON path (the table goes next to it as .md)")
+    p.add_argument("--table", default=None, help="only print the table of a JSON this script wrote")
     args = p.parse_args(argv)
     unknown = set(args.networks.split(",")) - set(NETWORKS)
     if unknown:
@@ -496,6 +505,10 @@ def use_jax_backend() -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.table:
+        saved = json.loads(pathlib.Path(args.table).read_text())
+        print(markdown_table(saved["networks"], saved["environment"]))
+        return 0
     use_jax_backend()
     import keras
 

@@ -48,15 +48,20 @@ def test_synthetic_batches_have_the_tasks_shapes():
     assert (lidar["track_ids"][:, 0] == lidar["track_ids"][:, 2]).all()
 
 
-def test_table_has_a_row_per_network_and_names_what_was_skipped():
+def test_table_has_a_row_per_network_and_names_what_was_skipped(tmp_path, capsys):
     env = {"device": "cpu", "backend": "cpu", "dtype": "float32", "size": "tiny", "steps": 3, "warmup": 2,
            "peak_tflops": 989.0, "jax": "0", "keras": "3", "date": "today"}
     ok = {"network": "segmentation", "examples_per_step": 4, "parameters": 44e6, "step_s": 0.5, "examples_per_s": 8.0,
-          "flops_per_step": 2e12, "achieved_tflops": 4.0, "mfu": 4.0 / 989.0, "compile_s": 30.0}
+          "flops_per_step": 2e12, "bytes_accessed_per_step": 1e11, "achieved_tflops": 4.0, "mfu": 4.0 / 989.0,
+          "compile_s": 30.0}
     bad = {"network": "pointpillars", "config": {"batch": 2}, "error": "MemoryError: too big"}
     lines = gpu_step.markdown_table([ok, bad], env).splitlines()
-    assert lines[-2].startswith("| segmentation | 4 | 44.00M | 500 | 8 | 2000 | 4 | 0.404 | 30.0 |")
+    assert lines[-2].startswith("| segmentation | 4 | 44.00M | 500 | 8 | 2000 | 4 | 0.404 | 20 | 30.0 |")
     assert "skipped: MemoryError: too big" in lines[-1]
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps({"environment": env, "networks": [ok, bad]}))
+    assert gpu_step.main(["--table", str(saved)]) == 0
+    assert "| segmentation | 4 |" in capsys.readouterr().out
 
 
 def _jax_python():
