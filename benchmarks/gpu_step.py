@@ -350,9 +350,10 @@ def parameter_count(work: Workload) -> int:
     return int(sum(math.prod(v.shape) for m in work.models.values() for v in m.trainable_variables))
 
 
-def measure(work: Workload, warmup: int, steps: int, peak_tflops: float, donate: bool,
-            host_memory_fraction: float = 0.5) -> dict[str, Any]:
-    """Compile the step ahead of time, time it; the figures of one network."""
+def measure(work: Workload, record: dict, warmup: int, steps: int, peak_tflops: float, donate: bool,
+            host_memory_fraction: float = 0.5) -> None:
+    """Compile the step ahead of time, then time it; the figures go into ``record`` as they come (so a step
+    too large to run still leaves its compile time, FLOPs and memory)."""
     import jax
 
     state = initial_state(work)
@@ -360,24 +361,20 @@ def measure(work: Workload, warmup: int, steps: int, peak_tflops: float, donate:
     step = jax.jit(make_train_step(work), donate_argnums=(0,) if donate else ())
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
-    compile_s = time.perf_counter() - start
     cost = cost_of(compiled)
-    held = compiled_bytes(compiled)
-    log(f"  compiled in {compile_s:.1f} s: {_fmt(cost['flops'], '.4g', 1e-9)} GFLOP per step, "
-        f"{_fmt(held, '.3g', 2**-30)} GiB held, {parameter_count(work):,} parameters")
-    check_host_memory(held, host_memory_fraction)
+    record.update(description=work.description, examples_per_step=work.examples, parameters=parameter_count(work),
+                  compile_s=time.perf_counter() - start, flops_per_step=cost["flops"],
+                  bytes_accessed_per_step=cost["bytes_accessed"], compiled_bytes=compiled_bytes(compiled))
+    log(f"  compiled in {record['compile_s']:.1f} s: {_fmt(cost['flops'], '.4g', 1e-9)} GFLOP per step, "
+        f"{_fmt(record['compiled_bytes'], '.3g', 2**-30)} GiB held, {record['parameters']:,} parameters")
+    check_host_memory(record["compiled_bytes"], host_memory_fraction)
     state, times, loss = time_steps(compiled, state, batch, warmup, steps)
     step_s = float(np.median(times))
-    flops = cost["flops"]
-    achieved = flops / step_s if flops else None
-    return {
-        "description": work.description, "examples_per_step": work.examples, "parameters": parameter_count(work),
-        "compile_s": compile_s, "step_s": step_s, "step_s_all": times, "examples_per_s": work.examples / step_s,
-        "flops_per_step": flops, "bytes_accessed_per_step": cost["bytes_accessed"],
-        "achieved_tflops": achieved / 1e12 if achieved else None,
-        "mfu": achieved / (peak_tflops * 1e12) if achieved else None,
-        "loss": loss, "compiled_bytes": held, "peak_device_bytes": device_peak_bytes(),
-    }
+    achieved = cost["flops"] / step_s if cost["flops"] else None
+    record.update(step_s=step_s, step_s_all=times, examples_per_s=work.examples / step_s,
+                  achieved_tflops=achieved / 1e12 if achieved else None,
+                  mfu=achieved / (peak_tflops * 1e12) if achieved else None,
+                  loss=loss, peak_device_bytes=device_peak_bytes())
 
 
 def run_network(name: str, args, dtype: str, seed: int = 0) -> dict[str, Any]:
@@ -393,8 +390,8 @@ def run_network(name: str, args, dtype: str, seed: int = 0) -> dict[str, Any]:
     record: dict[str, Any] = {"network": name, "config": config}
     try:
         work = BUILDERS[name](np.random.default_rng(seed), **config)
-        record.update(measure(work, args.warmup, args.steps, args.peak_tflops, donate=jax.default_backend() != "cpu",
-                              host_memory_fraction=args.host_memory_fraction))
+        measure(work, record, args.warmup, args.steps, args.peak_tflops, donate=jax.default_backend() != "cpu",
+                host_memory_fraction=args.host_memory_fraction)
     except Exception as error:  # noqa: BLE001  (recorded; the other networks still run)
         record["error"] = f"{type(error).__name__}: {error}"
         record["traceback"] = traceback.format_exc(limit=8)
@@ -452,15 +449,15 @@ def markdown_table(records: list[dict], env: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in records:
-        if "error" in r:
-            lines.append(f"| {r['network']} | {r['config']['batch']} | skipped: {r['error'][:120]} | | | | | | | |")
-            continue
+        params = r.get("parameters")
+        step = r.get("step_s")
         lines.append(
-            f"| {r['network']} | {r['examples_per_step']} | {r['parameters'] / 1e6:.2f}M | {r['step_s'] * 1e3:.4g} | "
-            f"{r['examples_per_s']:.3g} | {_fmt(r['flops_per_step'], '.4g', 1e-9)} | "
-            f"{_fmt(r['achieved_tflops'], '.3g')} | {_fmt(r['mfu'], '.3g', 100)} | {_fmt(intensity(r), '.3g')} | "
-            f"{r['compile_s']:.1f} |")
-    return "\n".join(lines) + "\n"
+            f"| {r['network']} | {r['config']['batch']} | {'n/a' if params is None else f'{params / 1e6:.2f}M'} | "
+            f"{'skipped' if step is None else format(step * 1e3, '.1f')} | {_fmt(r.get('examples_per_s'), '.3g')} | "
+            f"{_fmt(r.get('flops_per_step'), '.4g', 1e-9)} | {_fmt(r.get('achieved_tflops'), '.3g')} | "
+            f"{_fmt(r.get('mfu'), '.3g', 100)} | {_fmt(intensity(r), '.3g')} | {_fmt(r.get('compile_s'), '.1f')} |")
+    skipped = [f"- {r['network']} skipped: {r['error']}" for r in records if "error" in r]
+    return "\n".join(lines + ([""] + skipped if skipped else [])) + "\n"
 
 
 def parse_batches(text: str) -> dict[str, int]:

@@ -54,10 +54,13 @@ def test_table_has_a_row_per_network_and_names_what_was_skipped(tmp_path, capsys
     ok = {"network": "segmentation", "examples_per_step": 4, "parameters": 44e6, "step_s": 0.5, "examples_per_s": 8.0,
           "flops_per_step": 2e12, "bytes_accessed_per_step": 1e11, "achieved_tflops": 4.0, "mfu": 4.0 / 989.0,
           "compile_s": 30.0}
-    bad = {"network": "pointpillars", "config": {"batch": 2}, "error": "MemoryError: too big"}
+    ok["config"] = {"batch": 4}
+    bad = {"network": "pointpillars", "config": {"batch": 2}, "parameters": 6e6, "flops_per_step": 9e12,
+           "compile_s": 16.0, "error": "MemoryError: too big"}
     lines = gpu_step.markdown_table([ok, bad], env).splitlines()
-    assert lines[-2].startswith("| segmentation | 4 | 44.00M | 500 | 8 | 2000 | 4 | 0.404 | 20 | 30.0 |")
-    assert "skipped: MemoryError: too big" in lines[-1]
+    assert lines[-4] == "| segmentation | 4 | 44.00M | 500.0 | 8 | 2000 | 4 | 0.404 | 20 | 30.0 |"
+    assert lines[-3] == "| pointpillars | 2 | 6.00M | skipped | n/a | 9000 | n/a | n/a | n/a | 16.0 |"
+    assert lines[-1] == "- pointpillars skipped: MemoryError: too big"
     saved = tmp_path / "saved.json"
     saved.write_text(json.dumps({"environment": env, "networks": [ok, bad]}))
     assert gpu_step.main(["--table", str(saved)]) == 0
