@@ -390,6 +390,7 @@ def run_network(name: str, args, dtype: str, seed: int = 0) -> dict[str, Any]:
     record: dict[str, Any] = {"network": name, "config": config}
     try:
         work = BUILDERS[name](np.random.default_rng(seed), **config)
+        record["compute_dtype"] = sorted({m.compute_dtype for m in work.models.values()})
         measure(work, record, args.warmup, args.steps, args.peak_tflops, donate=jax.default_backend() != "cpu",
                 host_memory_fraction=args.host_memory_fraction)
     except Exception as error:  # noqa: BLE001  (recorded; the other networks still run)
