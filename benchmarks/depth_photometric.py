@@ -11,7 +11,9 @@ Variants (measured in benchmarks/README.md, "Depth ladder"): ``--occlusion_toler
 (border samples count too), ``--automask`` (monodepth2's: drop pixels the unwarped frame explains better),
 ``--directions backward`` (only frame t+1 reconstructed from t), ``--disparity`` (sigmoid disparity head in
 [1/100, 2] 1/m instead of softplus depth), ``--supervised`` (log-depth regression on the labels: the bound),
-``--learn_motion`` (ladder (c), row A, in isolation: the motion network learned alongside, objects assumed static).
+``--learn_motion`` (ladder (c), row A, in isolation: the motion network learned alongside, objects assumed static),
+with ``--speed_weight`` (a scale anchor: the true speed as odometry gives it), ``--true_part`` (the true rotation,
+translation, translation direction or norm in the warp instead of the learned one) and ``--norm_noise``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,16 @@ def parse_args(argv=None):
                    help="ladder (c) in isolation: the camera motion is learned too (Table 1's motion network: "
                         "'small', frame difference, translation scale 0.1, cosine 1e-3 to 10 %%) and objects are "
                         "assumed static (row A); prints the translation error too")
+    p.add_argument("--speed_weight", type=float, default=0.0,
+                   help="with --learn_motion: weight of an L1 between the predicted and the true translation's "
+                        "norm (the vehicle's speed x 0.1 s, as odometry gives it), a scale anchor")
+    p.add_argument("--true_part", choices=("none", "rotation", "translation", "direction", "magnitude"), default="none",
+                   help="with --learn_motion: use the true rotation (or translation; or the true "
+                        "translation's direction with the learned norm, or the true norm with the learned direction) in "
+                        "the warp instead of the learned one, to see which part of the learned motion holds depth back")
+    p.add_argument("--norm_noise", type=float, default=0.0,
+                   help="with --true_part translation: scale each clip's true translation by 1 + this x N(0, 1), "
+                        "per step (how accurate must the learned speed be?)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=500, help="evaluate every this many steps")
     return p.parse_args(argv)
@@ -131,6 +143,18 @@ def main(argv=None) -> int:
         motion_model = MotionTask(preset="small", frame_difference=True, translation_scale=0.1).build_model()
         motion_optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, args.steps, alpha=0.1))
 
+    def with_true_part(motion, forward, part):
+        """``motion`` with one part replaced by the truth from ``forward`` [B, 4, 4] (see --true_part)."""
+        rotation, t_true = euler_angles(forward[:, :3, :3]), forward[:, :3, 3]
+        t = motion["translation"]
+        norm, norm_true = tf.norm(t, axis=-1, keepdims=True) + 1e-6, tf.norm(t_true, axis=-1, keepdims=True)
+        if args.norm_noise:
+            t_true = t_true * (1.0 + args.norm_noise * tf.random.normal(tf.shape(t_true)[:1]))[:, None]
+        replaced = {"rotation": ("rotation", rotation), "translation": ("translation", t_true),
+                    "direction": ("translation", t_true / norm_true * norm),
+                    "magnitude": ("translation", t / norm * norm_true)}[part]
+        return {**motion, replaced[0]: replaced[1]}
+
     def photometric_loss(batch, depth, motion=None):
         image, image_next = ph.to_unit_float(batch["image"]), ph.to_unit_float(batch["image_next"])
         if motion is None:
@@ -139,6 +163,8 @@ def main(argv=None) -> int:
                           for t in (forward, invert(forward))]
             fields = batch["object_motion"], batch["object_motion_backward"]
         else:
+            if args.true_part != "none":
+                motion = with_true_part(motion, tf.cast(batch["ego_motion"], tf.float32), args.true_part)
             transforms = camera_transforms(motion, "inverse")
             fields = None, None
         directions = [(image, depth["depth"], image_next, depth["depth_next"], transforms[0], fields[0]),
@@ -174,7 +200,11 @@ def main(argv=None) -> int:
             if motion_model is None:
                 loss = loss_fn(batch, model(frames, training=True))
             else:
-                loss = photometric_loss(batch, model(frames, training=True), motion_model(frames, training=True))
+                motion = motion_model(frames, training=True)
+                loss = photometric_loss(batch, model(frames, training=True), motion)
+                if args.speed_weight:
+                    speed = tf.norm(tf.cast(batch["ego_motion"], tf.float32)[:, :3, 3], axis=-1)
+                    loss += args.speed_weight * tf.reduce_mean(tf.abs(tf.norm(motion["translation"], axis=-1) - speed))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         if motion_model is not None:
@@ -190,7 +220,11 @@ def main(argv=None) -> int:
                                  batch_size=32)["translation"]
         true = held_out["ego_motion"][:, :3, 3]
         rel = np.mean(np.linalg.norm(t - true, axis=-1)) / np.mean(np.linalg.norm(true, axis=-1))
-        return f"  translation error {rel:.3f}"
+        norm, norm_true = np.linalg.norm(t, axis=-1), np.linalg.norm(true, axis=-1)
+        cos = np.sum(t * true, axis=-1) / np.maximum(norm * norm_true, 1e-9)
+        angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+        return (f"  translation error {rel:.3f} (norm ratio {np.median(norm / norm_true):.2f}, "
+                f"direction {np.mean(angle):.2f} deg)")
 
     def predict():
         return model.predict({"image": held_out["image"], "image_next": held_out["image_next"]}, verbose=0,
