@@ -65,6 +65,9 @@ def parse_args(argv=None):
     p.add_argument("--norm_noise", type=float, default=0.0,
                    help="with --true_part translation: scale each clip's true translation by 1 + this x N(0, 1), "
                         "per step (how accurate must the learned speed be?)")
+    p.add_argument("--direction_noise", type=float, default=0.0,
+                   help="with --true_part translation: tilt each clip's true translation by a random angle of this "
+                        "many degrees' standard deviation per axis (how accurate must the learned direction be?)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=500, help="evaluate every this many steps")
     return p.parse_args(argv)
@@ -150,6 +153,9 @@ def main(argv=None) -> int:
         norm, norm_true = tf.norm(t, axis=-1, keepdims=True) + 1e-6, tf.norm(t_true, axis=-1, keepdims=True)
         if args.norm_noise:
             t_true = t_true * (1.0 + args.norm_noise * tf.random.normal(tf.shape(t_true)[:1]))[:, None]
+        if args.direction_noise:
+            tilt = tf.random.normal(tf.shape(t_true)) * math.radians(args.direction_noise)
+            t_true = t_true + tf.linalg.cross(tilt, t_true)  # small-angle rotation of the vector
         replaced = {"rotation": ("rotation", rotation), "translation": ("translation", t_true),
                     "direction": ("translation", t_true / norm_true * norm),
                     "magnitude": ("translation", t / norm * norm_true)}[part]
