@@ -13,7 +13,8 @@ Variants (measured in benchmarks/README.md, "Depth ladder"): ``--occlusion_toler
 [1/100, 2] 1/m instead of softplus depth), ``--supervised`` (log-depth regression on the labels: the bound),
 ``--learn_motion`` (ladder (c), row A, in isolation: the motion network learned alongside, objects assumed static),
 with ``--speed_weight`` (a scale anchor: the true speed as odometry gives it), ``--true_part`` (the true rotation,
-translation, translation direction or norm in the warp instead of the learned one) and ``--norm_noise``.
+translation, translation direction or norm in the warp instead of the learned one), ``--norm_noise`` and
+``--direction_noise`` (random errors of the true translation) and ``--alternate`` (the networks in turns).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--direction_noise", type=float, default=0.0,
                    help="with --true_part translation: tilt each clip's true translation by a random angle of this "
                         "many degrees' standard deviation per axis (how accurate must the learned direction be?)")
+    p.add_argument("--alternate", type=int, default=0,
+                   help="with --learn_motion: train the networks in turns of this many steps (motion first, against "
+                        "the other network frozen) instead of both every step, to test co-adaptation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=500, help="evaluate every this many steps")
     return p.parse_args(argv)
@@ -198,9 +202,12 @@ def main(argv=None) -> int:
         return tf.reduce_sum(tf.square(log_error) * valid) / tf.reduce_sum(valid)
 
     loss_fn = supervised_loss if args.supervised else photometric_loss
+    optimizer.build(model.trainable_variables)  # before tracing: --alternate traces steps that update one network
+    if motion_optimizer is not None:
+        motion_optimizer.build(motion_model.trainable_variables)
 
     @tf.function
-    def train_step(batch):
+    def train_step(batch, update_depth=True, update_motion=True):
         frames = {"image": batch["image"], "image_next": batch["image_next"]}
         with tf.GradientTape(persistent=True) as tape:
             if motion_model is None:
@@ -211,9 +218,10 @@ def main(argv=None) -> int:
                 if args.speed_weight:
                     speed = tf.norm(tf.cast(batch["ego_motion"], tf.float32)[:, :3, 3], axis=-1)
                     loss += args.speed_weight * tf.reduce_mean(tf.abs(tf.norm(motion["translation"], axis=-1) - speed))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        if motion_model is not None:
+        if update_depth:
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        if motion_model is not None and update_motion:
             grads = tape.gradient(loss, motion_model.trainable_variables)
             motion_optimizer.apply_gradients(zip(grads, motion_model.trainable_variables))
         return loss
@@ -241,7 +249,9 @@ def main(argv=None) -> int:
     start, losses = time.monotonic(), []
     for step in range(1, args.steps + 1):
         index = np.sort(rng.choice(args.clips, args.batch, replace=False))
-        losses.append(float(train_step({k: train[k][index] for k in KEYS})))
+        turns = {} if not args.alternate else {"update_depth": (step - 1) // args.alternate % 2 == 1,
+                                                "update_motion": (step - 1) // args.alternate % 2 == 0}
+        losses.append(float(train_step({k: train[k][index] for k in KEYS}, **turns)))
         if step % args.every == 0 or step == args.steps:
             report = region_report(predict(), held_out)
             print(f"step {step}  loss {np.mean(losses[-args.every:]):.4f}  held-out Abs Rel {report['abs_rel']:.3f} "
