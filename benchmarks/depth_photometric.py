@@ -152,18 +152,18 @@ def main(argv=None) -> int:
 
     def with_true_part(motion, forward, part):
         """``motion`` with one part replaced by the truth from ``forward`` [B, 4, 4] (see --true_part)."""
-        rotation, t_true = euler_angles(forward[:, :3, :3]), forward[:, :3, 3]
-        t = motion["translation"]
-        norm, norm_true = tf.norm(t, axis=-1, keepdims=True) + 1e-6, tf.norm(t_true, axis=-1, keepdims=True)
+        if part == "rotation":
+            return {**motion, "rotation": euler_angles(forward[:, :3, :3])}
+        t, t_true = motion["translation"], forward[:, :3, 3]
         if args.norm_noise:
             t_true = t_true * (1.0 + args.norm_noise * tf.random.normal(tf.shape(t_true)[:1]))[:, None]
         if args.direction_noise:
             tilt = tf.random.normal(tf.shape(t_true)) * math.radians(args.direction_noise)
             t_true = t_true + tf.linalg.cross(tilt, t_true)  # small-angle rotation of the vector
-        replaced = {"rotation": ("rotation", rotation), "translation": ("translation", t_true),
-                    "direction": ("translation", t_true / norm_true * norm),
-                    "magnitude": ("translation", t / norm * norm_true)}[part]
-        return {**motion, replaced[0]: replaced[1]}
+        norm, norm_true = tf.norm(t, axis=-1, keepdims=True) + 1e-6, tf.norm(t_true, axis=-1, keepdims=True)
+        translation = {"translation": t_true, "direction": t_true / norm_true * norm,
+                       "magnitude": t / norm * norm_true}[part]
+        return {**motion, "translation": translation}
 
     def photometric_loss(batch, depth, motion=None):
         image, image_next = ph.to_unit_float(batch["image"]), ph.to_unit_float(batch["image_next"])
