@@ -337,7 +337,7 @@ def synthetic_dataset(
     """An in-memory ``tf.data.Dataset`` of unbatched example dicts (rendered once per process).
 
     Args:
-      style: one of STYLES ("sim", "real", "coco").
+      style: one of STYLES ("sim", "city", "real", "coco").
       num_examples: examples ``0 .. num_examples - 1`` of the ``(style, seed)`` stream.
       seed: selects the stream (use different seeds, or ``split_seed``, for different splits).
       height, width: image size in pixels (networks may require multiples of 32; not checked here).

@@ -205,7 +205,7 @@ def render(
       scene: a ``Scene`` from ``sample_scene``.
       time: seconds (frames are ``scene.TIME_STEP`` = 0.1 s apart).
       height, width: image size in pixels (any positive size).
-      style: a name in ``style.STYLES`` ("sim", "real", "coco") or a ``Style``.
+      style: a name in ``style.STYLES`` ("sim", "city", "real", "coco") or a ``Style``.
       rng: source of sensor noise; ``None`` renders without noise.
       max_depth: metres; farther surfaces are drawn but get depth 0 and normals 0.
     Returns a dict of

@@ -1,7 +1,10 @@
 """Appearance of the synthetic world: procedural textures, lighting and camera effects.
 
-Three styles share the geometry and differ only here: ``sim`` (clean saturated
+Four styles share the geometry and differ only here: ``sim`` (clean saturated
 palette, checkers and bricks, light from the front-left, no camera effects),
+``city`` (the driving video of the depth and motion experiments: ``sim``'s palette
+and light with aperiodic value-noise textures and coarse patches on the ground, so
+that the road keeps a texture the photometric loss can match at 64x128),
 ``real`` (muted palette with a warm cast, fine value-noise textures, light
 from behind-right, more ambient light, gamma, vignetting and sensor noise) and
 ``coco`` (the stand-in for the COCO photographs that are the segmentation
@@ -37,7 +40,9 @@ class Style:
     ambient / diffuse: Lambertian shading ``ambient + diffuse * max(0, n . l)``;
     color_cast: per-channel gain; saturation: 1 = unchanged; gamma: output ``x ** (1 / gamma)``;
     vignette: darkening at the image corners (0 = none); noise_std: sensor noise in [0, 1] units;
-    clouds: cloud cover of the sky (0 = clear); palettes: colour lists by name, see ``_SIM_PALETTES``.
+    clouds: cloud cover of the sky (0 = clear); palettes: colour lists by name, see ``_SIM_PALETTES``;
+    ground_patches: amplitude of coarse aperiodic brightness patches (about 1 m) on road, sidewalk and grass,
+      so that the ground keeps a texture the photometric loss can match at low resolution (0 = none).
     """
 
     name: str
@@ -52,10 +57,13 @@ class Style:
     vignette: float = 0.0
     noise_std: float = 0.0
     clouds: float = 0.0
+    ground_patches: float = 0.0
 
     def __post_init__(self):
         if self.texture not in ("procedural", "noise"):
             raise ValueError(f"Style.texture must be 'procedural' or 'noise', got {self.texture!r}.")
+        if not self.ground_patches >= 0:
+            raise ValueError(f"Style.ground_patches must be >= 0 (0 = none), got {self.ground_patches!r}.")
         arrays = {name: np.asarray(colors, dtype=np.float64).reshape(-1, 3) for name, colors in self.palettes.items()}
         object.__setattr__(self, "palettes", arrays)
 
@@ -128,6 +136,14 @@ STYLES: dict[str, Style] = {
         name="sim", texture="procedural", palettes=_SIM_PALETTES,
         light_dir=(-0.45, -1.0, 0.35), ambient=0.35, diffuse=0.75,
     ),
+    # The driving-video stand-in of the depth/motion experiments (Cityscapes, KITTI): 'sim' palettes and light,
+    # aperiodic value noise instead of checkers (a checker period near the metre the camera moves per frame
+    # matches itself one period on) and coarse ground patches (the road's fine noise is filtered away at
+    # 64x128, leaving a flat band the photometric loss cannot place). benchmarks/README.md, "Depth ladder".
+    "city": Style(
+        name="city", texture="noise", palettes=_SIM_PALETTES,
+        light_dir=(-0.45, -1.0, 0.35), ambient=0.35, diffuse=0.75, ground_patches=1.2,
+    ),
     "real": Style(
         name="real", texture="noise", palettes=_REAL_PALETTES,
         light_dir=(0.6, -0.8, -0.7), ambient=0.5, diffuse=0.55,
@@ -142,7 +158,7 @@ STYLES: dict[str, Style] = {
 
 
 def get_style(style: "str | Style") -> Style:
-    """The ``Style`` named ``style`` ("sim", "real" or "coco"); a ``Style`` passes through."""
+    """The ``Style`` named ``style`` ("sim", "city", "real" or "coco"); a ``Style`` passes through."""
     if isinstance(style, Style):
         return style
     if style not in STYLES:
@@ -285,6 +301,13 @@ def _modulate(color, amount):
     return color * np.maximum(1.0 + amount, 0.0)[:, None]
 
 
+def _ground_patches(style, s, salt):
+    """Coarse aperiodic brightness modulation [n] of a ground material (see ``Style.ground_patches``)."""
+    if not style.ground_patches:
+        return 0.0
+    return style.ground_patches * fbm(s.u, s.v, s.footprint, s.seed + salt, 1.0, 3, 0.6)
+
+
 def _asphalt(style, s, road):
     n = len(s.u)
     base = _pick(style, "asphalt", np.zeros(n))
@@ -295,7 +318,7 @@ def _asphalt(style, s, road):
         fine = fbm(s.u, s.v, s.footprint, s.seed, 6.0, 4, 0.7)
         patches = fbm(s.u, s.v, s.footprint, s.seed + 9, 0.4, 2)
         mod = 0.5 * fine + 0.3 * patches
-    color = _modulate(base, mod)
+    color = _modulate(base, mod + _ground_patches(style, s, 101))
     # Markings: solid edge lines, a solid centre line and dashed lane dividers.
     x, fx, fz = s.u, s.fu, s.fv
     edge = road.lanes_per_direction * road.lane_width
@@ -323,7 +346,7 @@ def _sidewalk(style, s, road):
         slab_v = filtered_pulse(s.v + 0.01, 1.5, 0.985, s.fv)
         joints = 1.0 - slab_u * slab_v
         mod = 0.5 * fbm(s.u, s.v, s.footprint, s.seed, 5.0, 4, 0.65) - 0.4 * joints
-    return _modulate(base, mod)
+    return _modulate(base, mod + _ground_patches(style, s, 102))
 
 
 def _grass(style, s, road):
@@ -332,7 +355,7 @@ def _grass(style, s, road):
         mod = 0.4 * (filtered_checker(s.u, s.v, 0.4, s.fu, s.fv) - 0.5)
     else:
         mod = 0.9 * fbm(s.u, s.v, s.footprint, s.seed, 4.0, 5, 0.7)
-    return _modulate(base, mod)
+    return _modulate(base, mod + _ground_patches(style, s, 103))
 
 
 def _facade(style, s):
