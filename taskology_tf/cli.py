@@ -111,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("synth", help="write the synthetic world to TFRecords")
     p.add_argument("--out_dir", required=True, help="folder for the shards (created if needed)")
-    p.add_argument("--style", default="sim", choices=["sim", "real", "coco"],
-                   help="rendering style: sim (clean), real (sensor noise, other textures), coco (segmentation "
-                   "classes of COCO panoptic). Default sim")
+    p.add_argument("--style", default="sim", choices=["sim", "city", "real", "coco"],
+                   help="rendering style: sim (clean), city (the driving video of Tables 1 and Fig. 5), real (sensor "
+                   "noise, other textures), coco (segmentation classes of COCO panoptic). Default sim")
     p.add_argument("--split", default="train",
                    help="split name: in the file names, and it seeds the scenes (train and val differ). Default train")
     p.add_argument("--num_examples", type=int, default=256, help="examples to render (256 per shard). Default 256")
@@ -145,11 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "peers; plots depth Abs Rel against step per staleness (resumes)")
     p.add_argument("--workdir", default="/tmp/taskology_staleness",
                    help="folder for every run and staleness.png (resumes). Default /tmp/taskology_staleness")
-    p.add_argument("--values", default="0,3,30,300",
+    p.add_argument("--values", default="0,1,15,150",
                    help="comma-separated staleness values in steps (peer refresh period; 0 = synchronous). Default: "
                    "the largest 1/10 of the default run, as in the paper (which used 0,10,100,1000,2000 on far "
                    "longer runs)")
-    p.add_argument("--steps", type=int, default=3000, help="training steps per run")
+    p.add_argument("--steps", type=int, default=1500, help="training steps per run (default 1500)")
     p.add_argument("--eval_every", type=int, default=250, help="evaluate depth every this many steps")
     p.add_argument("--gin_file", action="append", default=[],
                    help="experiment file(s) (default: gin/experiments/staleness_common.gin)")

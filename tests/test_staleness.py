@@ -58,3 +58,18 @@ def test_format_table_reports_final_and_best():
 def test_cli_rejects_bad_flags(tmp_path, capsys, args, message):
     assert main(["staleness", "--workdir", str(tmp_path), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_run_length_binds_the_learning_rate_schedules_too():
+    import gin
+
+    from taskology_tf.cli import parse_gin
+
+    parse_gin(["staleness_common"], ["STEPS = 40"])  # what `taskology staleness --steps 40` binds
+    try:
+        assert gin.query_parameter("STEPS/gin.macro.value") == 40
+        assert str(gin.query_parameter("Experiment.train_steps")) == "%STEPS"
+        for task in ("depth", "motion"):
+            assert str(gin.query_parameter(f"{task}/keras.optimizers.schedules.CosineDecay.decay_steps")) == "%STEPS"
+    finally:
+        gin.clear_config()
