@@ -45,6 +45,11 @@ def _check_style(style: str) -> None:
         raise ValueError(f"unknown style {style!r}; choose one of {list(STYLES)}.")
 
 
+def _check_traffic(traffic: str) -> None:
+    if traffic not in scene_lib.TRAFFIC:
+        raise ValueError(f"unknown traffic {traffic!r}; choose one of {list(scene_lib.TRAFFIC)}.")
+
+
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if int(value) != value or value <= 0:
@@ -60,14 +65,16 @@ def _style_code(style: str) -> int:
     return zlib.crc32(style.encode("utf-8"))
 
 
-def example_id(index: int, *, style: str = "sim", seed: int = 0) -> int:
-    """Stable int64 id of example ``index`` of ``(style, seed)``: a 31-bit hash of (style, seed), then the index.
+def example_id(index: int, *, style: str = "sim", seed: int = 0, traffic: str = "normal") -> int:
+    """Stable int64 id of example ``index`` of ``(style, seed, traffic)``: a 31-bit hash of the stream, then the
+    index.
 
-    Distinct across styles and seeds (up to hash collisions, ~1 in 2**31 per pair); needs index < 2**32.
+    Distinct across styles, seeds and traffic (up to hash collisions, ~1 in 2**31 per pair); needs index < 2**32.
     """
     if not 0 <= index < 2**32:
         raise ValueError(f"index must be in [0, 2**32), got {index}.")
-    stream = zlib.crc32(f"{style}/{int(seed)}".encode("utf-8")) & 0x7FFFFFFF
+    name = f"{style}/{int(seed)}" + ("" if traffic == "normal" else f"/{traffic}")
+    stream = zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
     return (stream << 32) | int(index)
 
 
@@ -94,8 +101,11 @@ def render_example(
     with_next: bool = False,
     max_depth: float = 60.0,
     next_labels: bool = False,
+    traffic: str = "normal",
 ) -> dict[str, np.ndarray]:
     """Render example ``index`` of the ``(style, seed)`` stream as a dict of contract keys.
+
+    traffic: "normal", or "dense" (the same scenes with more moving cars, see ``scene.sample_scene``).
 
     Keys: id () int64, image [H, W, 3] uint8, intrinsics [3, 3] float32, depth [H, W, 1] float32
     (metres, 0 = sky or beyond ``max_depth``), normals [H, W, 3] float32, segmentation [H, W, 1] int32,
@@ -109,15 +119,16 @@ def render_example(
     if next_labels and not with_next:
         raise ValueError("next_labels=True needs with_next=True (they are labels of the next frame).")
     _check_style(style)
+    _check_traffic(traffic)
     _check_seed(seed)
     _check_positive(height=height, width=width)
     if int(index) != index or index < 0:
         raise ValueError(f"index must be a non-negative integer, got {index!r}.")
     scene_seq, noise_seq = np.random.SeedSequence([int(seed), _style_code(style), int(index)]).spawn(2)
-    scene = scene_lib.sample_scene(np.random.default_rng(scene_seq))
+    scene = scene_lib.sample_scene(np.random.default_rng(scene_seq), traffic)
     noise = np.random.default_rng(noise_seq)
     frame = render_lib.render(scene, 0.0, height, width, style, rng=noise, max_depth=max_depth)
-    out = {"id": np.asarray(example_id(index, style=style, seed=seed), np.int64)}
+    out = {"id": np.asarray(example_id(index, style=style, seed=seed, traffic=traffic), np.int64)}
     out.update({key: frame[key] for key in FRAME_KEYS if key != "id"})
     if with_next:
         nxt = render_lib.render(scene, scene_lib.TIME_STEP, height, width, style, rng=noise, max_depth=max_depth)
@@ -175,6 +186,7 @@ def render_examples(
     num_workers: int | None = None,
     progress: bool | None = None,
     next_labels: bool = False,
+    traffic: str = "normal",
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``render_example(i, ...)`` for each index, in order, rendered by ``num_workers`` processes.
 
@@ -189,8 +201,9 @@ def render_examples(
     _check_seed(seed)
     _check_positive(height=height, width=width)
     indices = list(indices)
+    _check_traffic(traffic)
     kwargs = dict(style=style, seed=seed, height=height, width=width, with_next=with_next, max_depth=max_depth,
-                  next_labels=next_labels)
+                  next_labels=next_labels, traffic=traffic)
     if num_workers is None:
         num_workers = _default_workers(len(indices), height, width, with_next)
     if int(num_workers) != num_workers or num_workers < 1:
@@ -236,13 +249,13 @@ def _render_stream(indices: list[int], kwargs: dict, num_workers: int, progress:
             bar.close()
 
 
-def _render_all(style, num_examples, seed, height, width, with_next, max_depth, next_labels,
+def _render_all(style, num_examples, seed, height, width, with_next, max_depth, next_labels, traffic,
                 num_workers) -> dict[str, np.ndarray]:
     """All examples stacked into arrays [num_examples, ...] (read-only)."""
     stacked: dict[str, np.ndarray] = {}
     stream = render_examples(range(num_examples), style=style, seed=seed, height=height, width=width,
                              with_next=with_next, max_depth=max_depth, num_workers=num_workers,
-                             next_labels=next_labels)
+                             next_labels=next_labels, traffic=traffic)
     for n, ex in enumerate(stream):
         if not stacked:
             stacked = {k: np.empty((num_examples,) + np.shape(v), np.asarray(v).dtype) for k, v in ex.items()}
@@ -275,6 +288,7 @@ def synthetic_arrays(
     max_depth: float = 60.0,
     num_workers: int | None = None,
     next_labels: bool = False,
+    traffic: str = "normal",
 ) -> dict[str, np.ndarray]:
     """All keys of examples ``0 .. num_examples - 1`` stacked as read-only arrays [num_examples, ...].
 
@@ -286,8 +300,9 @@ def synthetic_arrays(
     _check_positive(num_examples=num_examples, height=height, width=width)
     if next_labels and not with_next:
         raise ValueError("next_labels=True needs with_next=True (they are labels of the next frame).")
+    _check_traffic(traffic)
     key = (style, int(num_examples), int(seed), int(height), int(width), bool(with_next), float(max_depth),
-           bool(next_labels))
+           bool(next_labels), traffic)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -333,6 +348,7 @@ def synthetic_dataset(
     keys: Sequence[str] | None = None,
     unlabelled: Sequence[str] = (),
     num_workers: int | None = None,
+    traffic: str = "normal",
 ):
     """An in-memory ``tf.data.Dataset`` of unbatched example dicts (rendered once per process).
 
@@ -348,12 +364,16 @@ def synthetic_dataset(
       unlabelled: label keys to mask rather than drop (depth -> 0, normals -> 0, segmentation -> 255,
         instance_ids -> 0), so that labelled and unlabelled datasets share one structure.
       num_workers: rendering processes (see ``render_examples``).
+      traffic: "normal", or "dense": the same scenes with more moving cars (a lead car at about the camera's
+        speed, one more per lane), for experiments about moving objects (Table 1).
     """
     _check_style(style)
+    _check_traffic(traffic)
     _check_positive(num_examples=num_examples, height=height, width=width)
     selected = _select_keys(keys, unlabelled, with_next)
     arrays = synthetic_arrays(style, num_examples, seed=seed, height=height, width=width, with_next=with_next,
-                              num_workers=num_workers, next_labels=any(k in NEXT_LABEL_KEYS for k in selected))
+                              num_workers=num_workers, next_labels=any(k in NEXT_LABEL_KEYS for k in selected),
+                              traffic=traffic)
     tensors = {}
     for key in selected:
         if key in unlabelled:

@@ -310,8 +310,41 @@ def _sample_pedestrians(boxes: _BoxList, road: Road, ground_y: float) -> None:
                   (speed * forward[0], 0.0, speed * forward[2]), instance)
 
 
-def sample_scene(rng: np.random.Generator) -> Scene:
-    """Sample one street scene (geometry only; the same distribution for every style)."""
+def _add_dense_traffic(boxes: _BoxList, road: Road, camera: Camera, ground_y: float) -> None:
+    """More moving cars: a lead car 6-15 m ahead in the camera's lane at the camera's speed +- 1.5 m/s (nearly
+    still in the image, so a static-world warp puts it at infinity: the failure segmentation's movable mask
+    addresses in Table 1), and one more moving car per lane where it fits."""
+    rng = boxes.rng
+    car = CLASS_IDS["car"]
+    taken = [(row[0][0], row[0][2]) for row in boxes.rows if row[4] == car]
+
+    def place(x: float, z: float, yaw: float, speed: float) -> None:
+        if all(abs(x - ox) > 1.5 or abs(z - oz) > 9.0 for ox, oz in taken):
+            _add_car(boxes, x + rng.uniform(-0.3, 0.3), z, yaw, speed, ground_y)
+            taken.append((x, z))
+
+    ego_lane = min(int(camera.x0 // road.lane_width), road.lanes_per_direction - 1)
+    for _ in range(3):  # a few tries: a sampled car may already stand there
+        place((ego_lane + 0.5) * road.lane_width, rng.uniform(6.0, 15.0), HEADING_FORWARD + rng.uniform(-0.03, 0.03),
+              max(camera.speed + rng.uniform(-1.5, 1.5), 0.0))
+    for side in (-1, 1):
+        for lane in range(road.lanes_per_direction):
+            z = rng.uniform(9.0, 60.0) if side == 1 and lane == ego_lane else rng.uniform(-10.0, 60.0)
+            place(side * (lane + 0.5) * road.lane_width, z, HEADING_FORWARD * side + rng.uniform(-0.03, 0.03),
+                  rng.uniform(5.0, 14.0))
+
+
+TRAFFIC = ("normal", "dense")
+
+
+def sample_scene(rng: np.random.Generator, traffic: str = "normal") -> Scene:
+    """Sample one street scene (geometry only; the same distribution for every style).
+
+    traffic: "normal", or "dense": the same scene (same draws) with more moving cars added at the end
+      (see ``_add_dense_traffic``).
+    """
+    if traffic not in TRAFFIC:
+        raise ValueError(f"traffic must be one of {TRAFFIC}, got {traffic!r}.")
     lanes = int(rng.integers(1, 3))
     lane_width = rng.uniform(3.0, 3.6)
     parking = 2.2 if rng.random() < 0.6 else 0.0
@@ -338,4 +371,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         _sample_street_furniture(boxes, road, side, camera.height)
     _sample_cars(boxes, road, camera, camera.height)
     _sample_pedestrians(boxes, road, camera.height)
-    return Scene(camera=camera, road=road, boxes=boxes.build(), seed=int(rng.integers(0, 2**31)))
+    texture_seed = int(rng.integers(0, 2**31))
+    if traffic == "dense":  # drawn last, so that the rest of the scene is the "normal" one
+        _add_dense_traffic(boxes, road, camera, camera.height)
+    return Scene(camera=camera, road=road, boxes=boxes.build(), seed=texture_seed)

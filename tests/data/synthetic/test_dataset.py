@@ -35,6 +35,21 @@ def test_styles_use_different_scene_streams_and_ids():
     assert dataset_lib.split_seed(0, "train") != dataset_lib.split_seed(0, "val")
 
 
+def test_dense_traffic_is_its_own_stream_with_more_moving_pixels():
+    normal, dense = _example(1, style="city"), _example(1, style="city", traffic="dense")
+    assert int(dense["id"]) == dataset_lib.example_id(1, style="city", seed=0, traffic="dense") != int(normal["id"])
+    assert int(normal["id"]) == dataset_lib.example_id(1, style="city", seed=0)  # the normal stream's ids as before
+    moving = {"normal": 0, "dense": 0}
+    for i in range(6):
+        for traffic in moving:
+            ex = dataset_lib.render_example(i, style="city", height=32, width=64, with_next=True, next_labels=True,
+                                            traffic=traffic)
+            moving[traffic] += int(np.any(ex["object_motion"] != 0, axis=-1).sum())
+    assert moving["dense"] > 2 * moving["normal"], moving
+    with pytest.raises(ValueError, match="traffic"):
+        dataset_lib.render_example(0, traffic="jam")
+
+
 @pytest.mark.parametrize("with_next", [False, True])
 def test_example_keys_shapes_and_dtypes_follow_the_contract(with_next):
     ex = _example(1, with_next=with_next)

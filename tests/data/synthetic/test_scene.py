@@ -9,8 +9,8 @@ from taskology_tf.data.example import CLASS_NAMES, MOVABLE_CLASSES
 from taskology_tf.data.synthetic import scene as scene_lib
 
 
-def _scene(seed):
-    return scene_lib.sample_scene(np.random.default_rng(seed))
+def _scene(seed, traffic="normal"):
+    return scene_lib.sample_scene(np.random.default_rng(seed), traffic)
 
 
 def _to_local(boxes, points):
@@ -71,9 +71,10 @@ def test_camera_pose_moves_forward_along_its_heading():
     assert step[1] == 0.0  # the camera keeps its height
 
 
+@pytest.mark.parametrize("traffic", scene_lib.TRAFFIC)
 @pytest.mark.parametrize("seed", range(8))
-def test_scene_is_physically_plausible(seed):
-    scene = _scene(seed)
+def test_scene_is_physically_plausible(seed, traffic):
+    scene = _scene(seed, traffic)
     boxes, road, cam = scene.boxes, scene.road, scene.camera
     assert 1.4 <= cam.height <= 1.65 and 5.0 <= cam.speed <= 15.0
     assert 0 < cam.x0 < road.half_width and abs(cam.yaw) <= np.deg2rad(4.0)
@@ -118,3 +119,29 @@ def test_objects_at_moves_only_moving_boxes():
     static = np.all(scene.boxes.velocity == 0, axis=1)
     np.testing.assert_array_equal(later.center[static], scene.boxes.center[static])
     np.testing.assert_array_equal(later.yaw, scene.boxes.yaw)
+
+
+def test_dense_traffic_adds_moving_cars_to_the_same_scene():
+    leads = 0
+    for seed in range(10):
+        normal, dense = _scene(seed), _scene(seed, "dense")
+        assert normal.camera == dense.camera and normal.road == dense.road and normal.seed == dense.seed
+        n = len(normal.boxes)
+        assert len(dense.boxes) > n
+        for field in dataclasses.fields(scene_lib.Boxes):  # the normal scene's boxes come first, unchanged
+            np.testing.assert_array_equal(getattr(dense.boxes, field.name)[:n], getattr(normal.boxes, field.name))
+        added = slice(n, None)
+        assert np.all(dense.boxes.class_id[added] == CLASS_NAMES.index("car"))
+        assert np.all(np.linalg.norm(dense.boxes.velocity[added], axis=1) > 0)
+        # A lead car: in the camera's lane, 6-15 m ahead, at the camera's speed +- 1.5 m/s.
+        cam, lane = dense.camera, dense.road.lane_width
+        centre = (min(int(cam.x0 // lane), dense.road.lanes_per_direction - 1) + 0.5) * lane
+        x, z = dense.boxes.center[added, 0], dense.boxes.center[added, 2]
+        speed = np.linalg.norm(dense.boxes.velocity[added], axis=1)
+        leads += np.any((np.abs(x - centre) < 0.5) & (z > 5.0) & (z < 16.0) & (np.abs(speed - cam.speed) <= 1.5))
+    assert leads >= 8
+
+
+def test_unknown_traffic_is_rejected():
+    with pytest.raises(ValueError, match="traffic"):
+        _scene(0, "rush_hour")
