@@ -161,7 +161,10 @@ def run_seeds(name: str, seeds: Sequence[int], workdir: str, run: Callable[[str,
         print(f"{title} — mean±std over seeds {', '.join(map(str, seeds))}" if title else
               f"mean±std over seeds {', '.join(map(str, seeds))}")
         print(format_doc(mean))
-    print(f"\n({sum(seconds.values()):.0f} s; record it with: cp {out} benchmarks/results/{name}.json && "
-          "taskology experiment report)")
+    from taskology_tf.reproduction import NAMES
+
+    record = (f"; record it with: cp {out} benchmarks/results/{name}.json && taskology experiment report"
+              if name in NAMES else "")  # the results page's experiments (not, e.g., the depth ladder)
+    print(f"\n({sum(seconds.values()):.0f} s{record})")
     print(out)
     return out
