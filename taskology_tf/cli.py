@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("synth", help="write the synthetic world to TFRecords")
     p.add_argument("--out_dir", required=True, help="folder for the shards (created if needed)")
     p.add_argument("--style", default="sim", choices=["sim", "city", "real", "coco"],
-                   help="rendering style: sim (clean), city (the driving video of Tables 1 and Fig. 5), real (sensor "
+                   help="rendering style: sim (clean), city (the driving video of Table 1 and Fig. 5), real (sensor "
                    "noise, other textures), coco (segmentation classes of COCO panoptic). Default sim")
     p.add_argument("--split", default="train",
                    help="split name: in the file names, and it seeds the scenes (train and val differ). Default train")
