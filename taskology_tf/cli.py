@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 from taskology_tf import runtime
+from taskology_tf.staleness import DEFAULT_STEPS as STALENESS_STEPS
+from taskology_tf.staleness import DEFAULT_VALUES as STALENESS_VALUES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,11 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "peers; plots depth Abs Rel against step per staleness (resumes)")
     p.add_argument("--workdir", default="/tmp/taskology_staleness",
                    help="folder for every run and staleness.png (resumes). Default /tmp/taskology_staleness")
-    p.add_argument("--values", default="0,1,15,150",
+    p.add_argument("--values", default=",".join(map(str, STALENESS_VALUES)),
                    help="comma-separated staleness values in steps (peer refresh period; 0 = synchronous). Default: "
                    "the largest 1/10 of the default run, as in the paper (which used 0,10,100,1000,2000 on far "
                    "longer runs)")
-    p.add_argument("--steps", type=int, default=1500, help="training steps per run (default 1500)")
+    p.add_argument("--steps", type=int, default=STALENESS_STEPS,
+                   help=f"training steps per run (default {STALENESS_STEPS})")
     p.add_argument("--eval_every", type=int, default=250, help="evaluate depth every this many steps")
     p.add_argument("--gin_file", action="append", default=[],
                    help="experiment file(s) (default: gin/experiments/staleness_common.gin)")

@@ -198,10 +198,10 @@ def render_examples(
     progress: show a tqdm bar on stderr (None = only for more than 200 examples).
     """
     _check_style(style)
+    _check_traffic(traffic)
     _check_seed(seed)
     _check_positive(height=height, width=width)
     indices = list(indices)
-    _check_traffic(traffic)
     kwargs = dict(style=style, seed=seed, height=height, width=width, with_next=with_next, max_depth=max_depth,
                   next_labels=next_labels, traffic=traffic)
     if num_workers is None:
