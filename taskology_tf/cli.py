@@ -148,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="/tmp/taskology_staleness",
                    help="folder for every run and staleness.png (resumes). Default /tmp/taskology_staleness")
     p.add_argument("--values", default=",".join(map(str, STALENESS_VALUES)),
-                   help="comma-separated staleness values in steps (peer refresh period; 0 = synchronous). Default: "
-                   "the largest 1/10 of the default run, as in the paper (which used 0,10,100,1000,2000 on far "
-                   "longer runs)")
+                   help="comma-separated staleness values in steps (peer refresh period; 0 = synchronous). Default "
+                   f"{','.join(map(str, STALENESS_VALUES))}: the paper's 0,10,100 plus 1, the largest 1/30 of the default "
+                   "run (the paper's 1000 and 2000 were small fractions of runs lasting hours)")
     p.add_argument("--steps", type=int, default=STALENESS_STEPS,
                    help=f"training steps per run (default {STALENESS_STEPS})")
     p.add_argument("--eval_every", type=int, default=250, help="evaluate depth every this many steps")

@@ -204,8 +204,10 @@ def run_experiment_files(run_dir: str, gin_files: Sequence[str], gin_params: Seq
     """One row of a paper table: parse ``gin_files`` + ``gin_params`` afresh (gin config and Keras session
     cleared first), run the ``Experiment`` in ``run_dir`` (resuming from its checkpoints), return its result.
 
-    ``steps``: overrides ``Experiment.train_steps`` (None: the files' value). Gin is left configured, so the
-    caller can still query bindings of the row; callers running several rows clear it in the end.
+    ``steps``: overrides ``Experiment.train_steps`` and binds the macro ``STEPS`` (None: the files' values), so
+    files that write ``Experiment.train_steps = %STEPS`` and size learning-rate schedules with ``%STEPS`` follow
+    the run length. Gin is left configured, so the caller can still query bindings of the row; callers running
+    several rows clear it in the end.
     """
     import keras
 
@@ -215,7 +217,8 @@ def run_experiment_files(run_dir: str, gin_files: Sequence[str], gin_params: Seq
         raise ValueError(f"steps must be >= 0, got {steps}.")
     gin.clear_config()
     keras.backend.clear_session()
-    params = list(gin_params) + ([f"Experiment.train_steps = {int(steps)}"] if steps is not None else [])
+    params = list(gin_params) + ([f"STEPS = {int(steps)}", f"Experiment.train_steps = {int(steps)}"]
+                                 if steps is not None else [])
     parse_gin(list(gin_files), params)
     return Experiment().run(run_dir, progress=progress, desc=desc)
 

@@ -20,6 +20,7 @@ TINY = [
     "TaskTrainer.batch_size = 2",
     "TaskTrainer.summary_every = 0",
     "Experiment.train_steps = 2",
+    "TaskTrainer.jit_compile = False",  # XLA's compile would dominate a two-step run
 ]
 
 

@@ -17,6 +17,7 @@ TINY = [
     "TaskTrainer.batch_size = 2",
     "TaskTrainer.checkpoint_every = 2",
     "TaskTrainer.summary_every = 0",
+    "TaskTrainer.jit_compile = False",  # XLA's compile would dominate a four-step run
 ]
 
 

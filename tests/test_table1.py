@@ -22,6 +22,7 @@ TINY = [
     "TaskTrainer.checkpoint_every = 0",
     "TaskTrainer.summary_every = 0",
     "TaskTrainer.image_summaries = 0",
+    "TaskTrainer.jit_compile = False",  # XLA's compile would dominate a two-step row
     # smaller graphs: tracing dominates a two-step run
     "SegmentationTask.num_repeats = 1",
     "SegmentationTask.head_convs = 1",
@@ -116,3 +117,18 @@ def test_format_table_layout():
     assert lines[1].split()[-5:] == ["0.165", "0.300", "0.150", "-", "-"]
     assert lines[2].split()[-5:] == ["-", "-", "-", "0.471", "0.600"]  # D's frozen depth is not a result of row D
     assert lines[3].split()[-5:] == ["0.125", "-", "-", "0.478", "0.610"]  # no moving/static split measured
+
+
+def test_the_run_length_sizes_the_learning_rate_schedules(tmp_path, eager):
+    import gin
+
+    from taskology_tf.experiment import run_experiment_files
+
+    result = run_experiment_files(str(tmp_path), ["table1_a"], TINY, steps=1, progress=False)
+    try:
+        assert result["step"] == 1
+        assert gin.query_parameter("STEPS/gin.macro.value") == 1  # what `taskology table1 --steps 1` binds
+        for task in ("depth", "motion"):
+            assert str(gin.query_parameter(f"{task}/keras.optimizers.schedules.CosineDecay.decay_steps")) == "%STEPS"
+    finally:
+        gin.clear_config()
