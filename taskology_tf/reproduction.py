@@ -181,7 +181,7 @@ def staleness_claims(docs) -> list[Claim]:
         ours = _values(docs, lambda d, v=v: d["final"][str(v)])
         steps = docs[0].get("steps")
         claims.append(Claim(f"final depth Abs Rel at staleness {v} equals synchronous training "
-                            f"({steps} steps, staleness = {v / steps:.0%} of the run)" if steps else
+                            f"({steps} steps, staleness = {100 * v / steps:.2g} % of the run)" if steps else
                             f"final depth Abs Rel at staleness {v} equals synchronous training",
                             "same final error up to staleness 2000", f"{_fmt(ours)} vs {_fmt(ref)}", within(ours, ref)))
     return claims

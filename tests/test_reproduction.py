@@ -69,7 +69,7 @@ def test_report_command_writes_the_page(tmp_path, capsys):
     out = tmp_path / "REPRODUCTION.md"
     assert main(["experiment", "report", "--results", str(results), "--out", str(out)]) == 0
     page = out.read_text()
-    assert "staleness 10" in page and "only 1 seed" in page and "one run (no --seeds)" in page
+    assert "staleness 10" in page and "staleness = 10 % of the run" in page and "only 1 seed" in page and "one run (no --seeds)" in page
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
     assert main(["experiment", "report", "--results", str(tmp_path / "none"), "--out", str(out)]) == 1
     assert "no results folder" in capsys.readouterr().err
