@@ -1,10 +1,13 @@
-"""Training throughput of the depth + normals collective (rounds/second; one round = one step of each task).
+"""Training throughput of a collective (rounds/second; one round = one step of each task).
 
     .venv/bin/python benchmarks/train_step.py                       # 64x128, tiny nets (the demo's setting)
     .venv/bin/python benchmarks/train_step.py --preset resnet18 --height 128 --width 416 --batch 4 --steps 5
+    .venv/bin/python benchmarks/train_step.py --experiment table1_e --steps 60 \
+        --gin_param "video_train/synthetic.num_examples = 256"   # a paper experiment's collective
 
-Reports the time of the first round (tracing) and the mean of the next ``--steps`` rounds, for the
-baseline (no relation), with consistency, and with consistency compiled by XLA.
+Reports the time of the first round (tracing) and the mean of the next ``--steps`` rounds: for the depth +
+normals collective, the baseline (no relation), with consistency, and with consistency compiled by XLA; for
+``--experiment NAME``, that gin experiment's collective (checkpoints and summaries off) without and with XLA.
 """
 
 from __future__ import annotations
@@ -49,6 +52,37 @@ def measure(preset, height, width, batch, steps, relation, jit):
     return first, per_round, params
 
 
+def measure_experiment(name, gin_params, steps, jit):
+    """First round and mean seconds per round of experiment ``name``'s collective; also its parameter count."""
+    import tempfile
+
+    import gin
+    import keras
+
+    from taskology_tf.cli import parse_gin
+    from taskology_tf.experiment import Experiment
+
+    gin.clear_config()
+    keras.backend.clear_session()
+    parse_gin([name], [*gin_params, "TaskTrainer.checkpoint_every = 0", "TaskTrainer.summary_every = 0",
+                       f"TaskTrainer.jit_compile = {jit}"])
+    with tempfile.TemporaryDirectory() as workdir:
+        collective = Experiment().build_collective(workdir)
+        try:
+            t0 = time.perf_counter()
+            collective.round()
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                collective.round()
+            per_round = (time.perf_counter() - t0) / steps
+            params = sum(int(v.numpy().size) for t in collective.trainers.values() for v in t.model.trainable_variables)
+        finally:
+            collective.close()
+            gin.clear_config()
+    return first, per_round, params
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny")
@@ -56,9 +90,22 @@ def main():
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--experiment", help="time this gin experiment's collective instead (e.g. table1_e)")
+    p.add_argument("--gin_param", action="append", default=[], help="extra gin binding (with --experiment)")
     args = p.parse_args()
+    header = f"{'setting':<28}{'first round (s)':>16}{'rounds/s':>10}{'ms/round':>10}{'params':>12}"
+    if args.experiment:
+        from taskology_tf import runtime
+
+        runtime.configure(False)
+        print(f"experiment={args.experiment} {' '.join(args.gin_param)}")
+        print(header)
+        for name, jit in (("eager graph (tf.function)", False), ("XLA (jit_compile)", True)):
+            first, per_round, params = measure_experiment(args.experiment, args.gin_param, args.steps, jit)
+            print(f"{name:<28}{first:>16.1f}{1 / per_round:>10.2f}{1000 * per_round:>10.0f}{params:>12,}", flush=True)
+        return
     print(f"preset={args.preset} image={args.height}x{args.width} batch={args.batch}")
-    print(f"{'setting':<28}{'first round (s)':>16}{'rounds/s':>10}{'ms/round':>10}{'params':>12}")
+    print(header)
     for name, relation, jit in (("baseline", False, False), ("consistency", True, False), ("consistency + XLA", True, True)):
         first, per_round, params = measure(args.preset, args.height, args.width, args.batch, args.steps, relation, jit)
         print(f"{name:<28}{first:>16.1f}{1 / per_round:>10.2f}{1000 * per_round:>10.0f}{params:>12,}")
