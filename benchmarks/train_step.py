@@ -21,7 +21,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def measure(preset, height, width, batch, steps, relation, jit):
     import keras
-    import tensorflow as tf
 
     from taskology_tf.core.collective import Collective
     from taskology_tf.core.trainer import TaskTrainer
@@ -41,14 +40,19 @@ def measure(preset, height, width, batch, steps, relation, jit):
         TaskTrainer(NormalsTask(preset=preset), rels, dedicated=data, batch_size=batch, jit_compile=jit),
     ]
     coll = Collective(trainers, mediator=med if relation else None, mediator_batch_size=batch)
+    return time_rounds(coll, steps)
+
+
+def time_rounds(collective, steps):
+    """(seconds of the first round, mean seconds of the next ``steps`` rounds, trainable parameters)."""
     t0 = time.perf_counter()
-    coll.round()
+    collective.round()
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(steps):
-        coll.round()
+        collective.round()
     per_round = (time.perf_counter() - t0) / steps
-    params = sum(int(tf.size(v)) for t in trainers for v in t.model.trainable_variables)
+    params = sum(int(v.numpy().size) for t in collective.trainers.values() for v in t.model.trainable_variables)
     return first, per_round, params
 
 
@@ -69,18 +73,10 @@ def measure_experiment(name, gin_params, steps, jit):
     with tempfile.TemporaryDirectory() as workdir:
         collective = Experiment().build_collective(workdir)
         try:
-            t0 = time.perf_counter()
-            collective.round()
-            first = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                collective.round()
-            per_round = (time.perf_counter() - t0) / steps
-            params = sum(int(v.numpy().size) for t in collective.trainers.values() for v in t.model.trainable_variables)
+            return time_rounds(collective, steps)
         finally:
             collective.close()
             gin.clear_config()
-    return first, per_round, params
 
 
 def main():
@@ -100,7 +96,7 @@ def main():
         runtime.configure(False)
         print(f"experiment={args.experiment} {' '.join(args.gin_param)}")
         print(header)
-        for name, jit in (("eager graph (tf.function)", False), ("XLA (jit_compile)", True)):
+        for name, jit in (("tf.function, no XLA", False), ("XLA (jit_compile)", True)):
             first, per_round, params = measure_experiment(args.experiment, args.gin_param, args.steps, jit)
             print(f"{name:<28}{first:>16.1f}{1 / per_round:>10.2f}{1000 * per_round:>10.0f}{params:>12,}", flush=True)
         return
