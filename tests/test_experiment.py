@@ -64,3 +64,11 @@ def test_bad_ground_truth_bindings(config, binding, message):
     config("table1_a", binding)
     with pytest.raises(ValueError, match=message):
         Experiment()
+
+
+@pytest.mark.parametrize("name,traffic", [("ladder_a", "normal"), ("ladder_b", "normal"), ("ladder_c", "normal"),
+                                          ("table1_a", "dense"), ("table1_e", "dense")])
+def test_the_ladder_runs_on_normal_traffic_and_table1_on_dense(config, name, traffic):
+    config(name)
+    for scope in ("video_train", "depth_eval"):
+        assert gin.query_parameter(f"{scope}/synthetic.traffic") == traffic
