@@ -199,6 +199,12 @@ class Experiment:
         return result
 
 
+def run_length_bindings(steps: int) -> list[str]:
+    """The gin bindings of a run of ``steps`` steps: ``Experiment.train_steps`` and the macro ``STEPS`` that the
+    experiment files use to size their learning-rate schedules."""
+    return [f"STEPS = {int(steps)}", f"Experiment.train_steps = {int(steps)}"]
+
+
 def run_experiment_files(run_dir: str, gin_files: Sequence[str], gin_params: Sequence[str] = (),
                          steps: int | None = None, progress: bool = True, desc: str = "collective") -> dict:
     """One row of a paper table: parse ``gin_files`` + ``gin_params`` afresh (gin config and Keras session
@@ -217,8 +223,7 @@ def run_experiment_files(run_dir: str, gin_files: Sequence[str], gin_params: Seq
         raise ValueError(f"steps must be >= 0, got {steps}.")
     gin.clear_config()
     keras.backend.clear_session()
-    params = list(gin_params) + ([f"STEPS = {int(steps)}", f"Experiment.train_steps = {int(steps)}"]
-                                 if steps is not None else [])
+    params = list(gin_params) + (run_length_bindings(steps) if steps is not None else [])
     parse_gin(list(gin_files), params)
     return Experiment().run(run_dir, progress=progress, desc=desc)
 

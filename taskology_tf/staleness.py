@@ -46,7 +46,7 @@ def run_one(value: int, workdir: str, steps: int, eval_every: int, gin_files: Se
 
     from taskology_tf.cli import parse_gin
     from taskology_tf.core.trainer import write_json_atomic
-    from taskology_tf.experiment import Experiment
+    from taskology_tf.experiment import Experiment, run_length_bindings
 
     if value < 0:
         raise ValueError(f"staleness must be >= 0 steps, got {value}.")
@@ -55,8 +55,7 @@ def run_one(value: int, workdir: str, steps: int, eval_every: int, gin_files: Se
     gin.clear_config()
     keras.backend.clear_session()
     parse_gin(list(gin_files), [*gin_params, f"TaskTrainer.peer_refresh_steps = {int(value)}",
-                                f"Experiment.train_steps = {int(steps)}", f"STEPS = {int(steps)}",
-                                "TaskTrainer.eval_every = 0"])
+                                *run_length_bindings(steps), "TaskTrainer.eval_every = 0"])
     run_dir = os.path.join(workdir, f"staleness_{value}")
     os.makedirs(run_dir, exist_ok=True)
     experiment = Experiment()
