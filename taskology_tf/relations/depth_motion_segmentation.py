@@ -17,6 +17,10 @@ to the warped other frame's labels where that frame is confident (max probabilit
 sharpening agreeing predictions lowers it, flattening them raises it. Its targets are discrete, so
 only segmentation receives its gradient; depth and motion stay tied to segmentation through the
 movable mask of Eq. (2).
+
+A warp that is wrong (a moving car whose depth or motion is off) carries the other frame's labels to the wrong
+pixels; ``agreement_tolerance`` restricts Eq. (4) to pixels where the same warp also carries the *image*
+correctly (mean absolute colour error at most the tolerance, images in [0, 1]).
 """
 
 from __future__ import annotations
@@ -56,6 +60,15 @@ def segmentation_disagreement(logits, warped_logits, form: str = "logits_l2", co
     raise ValueError(f"segmentation_form must be one of {SEGMENTATION_FORMS}, got {form!r}.")
 
 
+def photometric_agreement(image, warped_image, tolerance: float):
+    """1 where a warp reproduces the image: ``mean_c |warped_image - image| <= tolerance``: [B, H, W, 1] float.
+
+    image, warped_image: [B, H, W, 3] in [0, 1]. No gradient (a gate, not a loss).
+    """
+    error = ops.mean(ops.abs(warped_image - image), axis=-1, keepdims=True)
+    return ops.stop_gradient(ops.cast(error <= tolerance, "float32"))
+
+
 def video_consistency_terms(
     inputs,
     predictions,
@@ -67,6 +80,7 @@ def video_consistency_terms(
     backward: str = "predicted",
     segmentation_form: str = "logits_l2",
     confidence: float = 0.9,
+    agreement_tolerance: float | None = None,
     **photometric_kwargs,
 ):
     """Every term per example, unweighted: the ``depth_motion_terms`` (with object motion) plus
@@ -76,7 +90,8 @@ def video_consistency_terms(
     residual_translation, residual_translation_backward}, segmentation {segmentation_logits,
     segmentation_logits_next}. ``backward``: "predicted" or "inverse" camera motion for the
     t+1 -> t warps (see ``depth_motion_terms``); the backward object motion is always predicted.
-    ``segmentation_form``, ``confidence``: the form of Eq. (4) (see ``segmentation_disagreement``).
+    ``segmentation_form``, ``confidence``: the form of Eq. (4) (see ``segmentation_disagreement``);
+    ``agreement_tolerance``: None, or Eq. (4) only where the warp reproduces the image (``photometric_agreement``).
     """
     movable_ids = tuple(movable_class_ids() if movable_ids is None else movable_ids)
     seg = predictions[segmentation_task]
@@ -94,16 +109,25 @@ def video_consistency_terms(
     forward, backward_transform = camera_transforms(motion, backward)
     logits = ops.cast(seg["segmentation_logits"], "float32")
     logits_next = ops.cast(seg["segmentation_logits_next"], "float32")
+    image = ph.to_unit_float(inputs["image"])
+    image_next = ph.to_unit_float(inputs["image_next"])
     directions = (
-        (logits, depth["depth"], logits_next, depth["depth_next"], forward, field),
-        (logits_next, depth["depth_next"], logits, depth["depth"], backward_transform, field_backward),
+        (logits, image, depth["depth"], logits_next, image_next, depth["depth_next"], forward, field),
+        (logits_next, image_next, depth["depth_next"], logits, image, depth["depth"], backward_transform,
+         field_backward),
     )
     terms["segmentation"] = 0.0
-    for target, target_depth, source, source_depth, transform, f in directions:
-        warped, visible, _ = ph.warp_from(source, source_depth, target_depth, intrinsics, transform, f,
-                                          occlusion_tolerance)
+    terms["agreement_fraction"] = 0.0
+    for target, target_image, target_depth, source, source_image, source_depth, transform, f in directions:
+        # logits and image through one warp: the gate judges exactly the sampling the labels took
+        warped, visible, _ = ph.warp_from(ops.concatenate([source, source_image], axis=-1), source_depth,
+                                          target_depth, intrinsics, transform, f, occlusion_tolerance)
+        warped, warped_image = warped[..., :-3], warped[..., -3:]
+        if agreement_tolerance is not None:
+            visible = visible * photometric_agreement(target_image, warped_image, agreement_tolerance)
         disagreement = segmentation_disagreement(target, warped, segmentation_form, confidence)
         terms["segmentation"] = terms["segmentation"] + ph.masked_mean(disagreement, visible)
+        terms["agreement_fraction"] = terms["agreement_fraction"] + 0.5 * ops.mean(visible, axis=(1, 2, 3))
     terms["field_smoothness"] = ph.motion_field_smoothness(motion["residual_translation"]) + \
         ph.motion_field_smoothness(motion["residual_translation_backward"])
     terms["field_sparsity"] = ph.motion_field_sparsity(motion["residual_translation"]) + \
@@ -130,6 +154,7 @@ def depth_motion_segmentation(
     segmentation_consistency: float = 1.0,
     segmentation_form: str = "logits_l2",
     confidence: float = 0.9,
+    agreement_tolerance: float | None = None,
     l1_weight: float = 0.15,
     ssim_weight: float = 0.85,
     occlusion_tolerance: float | None = 0.05,
@@ -147,12 +172,16 @@ def depth_motion_segmentation(
     """Eq. (5) between a two-frame depth task, a motion task with ``object_motion`` and a two-frame
     segmentation task. ``segmentation_consistency`` weighs L_seg against L_ph (the paper: 1);
     ``segmentation_form`` ("logits_l2", the paper's, or "confident_cross_entropy") and ``confidence``
-    choose its form (see ``segmentation_disagreement``); the other weights (and ``backward``) as in
+    choose its form (see ``segmentation_disagreement``), ``agreement_tolerance`` where it counts (None: every
+    visible pixel; see ``photometric_agreement``); the other weights (and ``backward``) as in
     ``depth_motion``; ``field_*`` regularise the residual translation field.
     """
     if segmentation_form not in SEGMENTATION_FORMS:
         raise ValueError(f"depth_motion_segmentation.segmentation_form must be one of {SEGMENTATION_FORMS}, "
                          f"got {segmentation_form!r}.")
+    if agreement_tolerance is not None and not agreement_tolerance > 0.0:
+        raise ValueError(f"depth_motion_segmentation.agreement_tolerance must be None or > 0 (a mean absolute colour "
+                         f"error, images in [0, 1]), got {agreement_tolerance}.")
     if not 0.0 < confidence <= 1.0:
         raise ValueError(f"depth_motion_segmentation.confidence must be in (0, 1], got {confidence}.")
     weights = {
@@ -176,6 +205,7 @@ def depth_motion_segmentation(
             segmentation_task=segmentation,
             segmentation_form=segmentation_form,
             confidence=confidence,
+            agreement_tolerance=agreement_tolerance,
             l1_weight=l1_weight,
             ssim_weight=ssim_weight,
             occlusion_tolerance=occlusion_tolerance,

@@ -139,3 +139,29 @@ def test_confident_form_trains_only_segmentation_and_rejects_unknown_forms():
     assert g_depth is None or float(tf.reduce_max(tf.abs(g_depth))) == 0.0
     with pytest.raises(ValueError, match="segmentation_form"):
         relation_factory("depth_motion_segmentation")(segmentation_form="l1")
+
+
+def test_agreement_gate_keeps_pixels_the_warp_reproduces_and_drops_the_rest():
+    inputs = _inputs(4)
+    preds = _predictions()
+    eye = np.zeros((B, 3), np.float32)
+    preds["motion"].update(translation=eye, translation_backward=eye)  # identity warp
+    shifted = np.roll(_logits(), 3, axis=2)
+    preds["segmentation"] = {"segmentation_logits": _logits(), "segmentation_logits_next": shifted}
+    kwargs = dict(segmentation_form="confident_cross_entropy", confidence=0.5)
+    same_frames = dict(inputs, image_next=inputs["image"])
+    ungated = video_consistency_terms(same_frames, preds, **kwargs)
+    gated = video_consistency_terms(same_frames, preds, agreement_tolerance=0.02, **kwargs)
+    np.testing.assert_allclose(ops.convert_to_numpy(gated["agreement_fraction"]), 1.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(gated["segmentation"]),
+                               ops.convert_to_numpy(ungated["segmentation"]), rtol=1e-6)
+    assert np.all(ops.convert_to_numpy(ungated["segmentation"]) > 0.1)
+    # unrelated random frames: the identity warp reproduces almost nothing, so almost nothing is compared
+    unrelated = video_consistency_terms(inputs, preds, agreement_tolerance=0.02, **kwargs)
+    assert np.all(ops.convert_to_numpy(unrelated["agreement_fraction"]) < 0.1)
+    assert np.all(ops.convert_to_numpy(unrelated["segmentation"]) < ops.convert_to_numpy(ungated["segmentation"]))
+
+
+def test_agreement_tolerance_must_be_positive():
+    with pytest.raises(ValueError, match="agreement_tolerance"):
+        relation_factory("depth_motion_segmentation")(agreement_tolerance=0.0)
