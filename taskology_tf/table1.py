@@ -131,6 +131,7 @@ def run_table1(workdir: str, steps: int | None = None, rows: str | Sequence[str]
                      table_row, steps, gin_params, progress, desc="Table 1")
     return publish_table(
         workdir, "table1", table,
-        "Table 1 (synthetic world): segmentation labels from the 'coco' style, unlabelled 'sim' video as "
-        "mediator, evaluation on held-out 'sim' frames (mIoU on the movable classes, as in the paper)",
+        "Table 1 (synthetic world): segmentation labels from the 'coco' style, unlabelled dense-traffic 'city' "
+        "video as mediator, evaluation on held-out dense-traffic 'city' frames (mIoU on the movable classes, as in "
+        "the paper)",
         format_table(table), time.monotonic() - start)

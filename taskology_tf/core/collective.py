@@ -177,6 +177,7 @@ def _peer_of(peer_trainer: TaskTrainer, consumer: TaskTrainer) -> InProcessPeer:
         live_step=lambda: peer_trainer.step,
         refresh_steps=consumer.peer_refresh_steps,
         refresh_seconds=consumer.peer_refresh_seconds,
+        jit_compile=consumer.jit_compile,
     )
     return peer
 

@@ -51,6 +51,7 @@ class InProcessPeer(Peer):
       refresh_steps: copy the live weights every this many consumer steps; 0 = always current
         (read the live model, staleness 0).
       refresh_seconds: also refresh when the snapshot is older than this (None = never by time).
+      jit_compile: compile the forward pass with XLA (as the consumer's own step, ``TaskTrainer.jit_compile``).
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class InProcessPeer(Peer):
         live_step: Callable[[], int],
         refresh_steps: int = 0,
         refresh_seconds: float | None = None,
+        jit_compile: bool = False,
     ):
         if refresh_steps < 0:
             raise ValueError(f"refresh_steps must be >= 0 (0 = always current), got {refresh_steps}.")
@@ -78,7 +80,8 @@ class InProcessPeer(Peer):
         self._refreshed_at = 0.0
         self._last_refresh_step: int | None = None
         model = self._live if self._always_current else self._snapshot
-        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._forward = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile,
+                                    reduce_retracing=True)
         if not self._always_current:
             self.refresh()
 

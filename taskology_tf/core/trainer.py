@@ -258,6 +258,7 @@ class TaskTrainer:
         self.peer_unavailable_steps: dict[str, int] = {}
         self.throughput: dict[str, float] = {}  # of the last ``train`` call, see ``throughput_record``
         self._compute_fn = tf.function(self._compute, jit_compile=jit_compile, reduce_retracing=True)
+        self.jit_compile = bool(jit_compile) and not self.distributed  # XLA step; in-process peers follow it
         self._apply_fn = tf.function(self._apply, reduce_retracing=True)
         if self.distributed:
             if jit_compile:  # XLA per replica fails on multi-device hosts (variables on other devices); TPUs compile anyway

@@ -14,7 +14,9 @@ Eq. (4) as squared L2 between logits has a trivial minimiser: shrinking every lo
 lowers it, and on the unlabelled domain the segmentation network finds that (benchmarks/README.md).
 ``segmentation_form = "confident_cross_entropy"`` replaces it by the cross-entropy of a frame's logits
 to the warped other frame's labels where that frame is confident (max probability >= ``confidence``):
-sharpening agreeing predictions lowers it, flattening them raises it. Its targets are discrete, so
+sharpening agreeing predictions lowers it, flattening them raises it; ``"balanced_confident_cross_entropy"``
+averages it per target class, so that the classes a network is sure of on the unlabelled domain (road, sky)
+cannot outweigh the small ones (cars) it is less sure of (``class_balanced_mean``). Its targets are discrete, so
 only segmentation receives its gradient; depth and motion stay tied to segmentation through the
 movable mask of Eq. (2).
 
@@ -38,19 +40,20 @@ from taskology_tf.tasks.segmentation import movable_class_ids, movable_mask
 
 SEGMENTATION_KEYS = ("segmentation_logits", "segmentation_logits_next")
 FIELD_KEYS = ("residual_translation", "residual_translation_backward")
-SEGMENTATION_FORMS = ("logits_l2", "confident_cross_entropy")
+SEGMENTATION_FORMS = ("logits_l2", "confident_cross_entropy", "balanced_confident_cross_entropy")
 
 
 def segmentation_disagreement(logits, warped_logits, form: str = "logits_l2", confidence: float = 0.9):
     """Per-pixel disagreement of a frame's logits with the other frame's logits warped onto it: [B, H, W, 1].
 
     logits, warped_logits: [B, H, W, C]. ``"logits_l2"``: ``sum_c (warped - logits)^2`` (the paper's Eq. 4);
-    ``"confident_cross_entropy"``: ``-log softmax(logits)[argmax warped]`` where ``max softmax(warped) >=
+    ``"confident_cross_entropy"`` (and ``"balanced_..."``, which differs only in how pixels are averaged, see
+    ``class_balanced_mean``): ``-log softmax(logits)[argmax warped]`` where ``max softmax(warped) >=
     confidence``, else 0 (no gradient through the warped side).
     """
     if form == "logits_l2":
         return ops.sum(ops.square(warped_logits - logits), axis=-1, keepdims=True)
-    if form == "confident_cross_entropy":
+    if form in ("confident_cross_entropy", "balanced_confident_cross_entropy"):
         peer = ops.stop_gradient(ops.softmax(warped_logits, axis=-1))
         labels = ops.argmax(peer, axis=-1)
         confident = ops.cast(ops.max(peer, axis=-1, keepdims=True) >= confidence, "float32")
@@ -58,6 +61,19 @@ def segmentation_disagreement(logits, warped_logits, form: str = "logits_l2", co
         picked = ops.take_along_axis(log_probs, ops.expand_dims(labels, -1), axis=-1)
         return -picked * confident
     raise ValueError(f"segmentation_form must be one of {SEGMENTATION_FORMS}, got {form!r}.")
+
+
+def class_balanced_mean(values, labels, mask, num_classes: int):
+    """Per-example mean of ``values`` over each label's masked pixels, then over the labels present: [B].
+
+    values: [B, H, W, 1]; labels: [B, H, W] int; mask: [B, H, W, 1]. Every class present weighs the same, so a
+    class covering 60 % of the pixels (road) cannot outvote one covering 2 % (a car); an empty mask gives 0.
+    """
+    members = ops.one_hot(labels, num_classes) * mask  # [B, H, W, C]
+    count = ops.sum(members, axis=(1, 2))
+    per_class = ops.sum(members * values, axis=(1, 2)) / ops.maximum(count, 1.0)
+    present = ops.cast(count > 0.0, "float32")
+    return ops.sum(per_class * present, axis=-1) / ops.maximum(ops.sum(present, axis=-1), 1.0)
 
 
 def photometric_agreement(image, warped_image, tolerance: float):
@@ -126,7 +142,14 @@ def video_consistency_terms(
         if agreement_tolerance is not None:
             visible = visible * photometric_agreement(target_image, warped_image, agreement_tolerance)
         disagreement = segmentation_disagreement(target, warped, segmentation_form, confidence)
-        terms["segmentation"] = terms["segmentation"] + ph.masked_mean(disagreement, visible)
+        if segmentation_form == "balanced_confident_cross_entropy":
+            peer = ops.stop_gradient(ops.softmax(warped, axis=-1))
+            confident = ops.cast(ops.max(peer, axis=-1, keepdims=True) >= confidence, "float32")
+            compared = class_balanced_mean(disagreement, ops.argmax(peer, axis=-1), visible * confident,
+                                           ops.shape(warped)[-1])
+        else:
+            compared = ph.masked_mean(disagreement, visible)
+        terms["segmentation"] = terms["segmentation"] + compared
         terms["agreement_fraction"] = terms["agreement_fraction"] + 0.5 * ops.mean(visible, axis=(1, 2, 3))
     terms["field_smoothness"] = ph.motion_field_smoothness(motion["residual_translation"]) + \
         ph.motion_field_smoothness(motion["residual_translation_backward"])
@@ -171,7 +194,7 @@ def depth_motion_segmentation(
 ) -> Relation:
     """Eq. (5) between a two-frame depth task, a motion task with ``object_motion`` and a two-frame
     segmentation task. ``segmentation_consistency`` weighs L_seg against L_ph (the paper: 1);
-    ``segmentation_form`` ("logits_l2", the paper's, or "confident_cross_entropy") and ``confidence``
+    ``segmentation_form`` (one of SEGMENTATION_FORMS; "logits_l2" is the paper's) and ``confidence``
     choose its form (see ``segmentation_disagreement``), ``agreement_tolerance`` where it counts (None: every
     visible pixel; see ``photometric_agreement``); the other weights (and ``backward``) as in
     ``depth_motion``; ``field_*`` regularise the residual translation field.

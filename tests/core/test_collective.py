@@ -104,3 +104,18 @@ def test_no_data_at_all_is_an_error(toy):
     ta = TaskTrainer(toy.task_a, [], batch_size=4)
     with pytest.raises(RuntimeError, match="No trainer has data"):
         Collective([ta]).round()
+
+
+def test_in_process_peers_compile_like_their_consumer(toy):
+    """With ``jit_compile`` the peers' forward passes are XLA-compiled too, and answer what the peer's model does."""
+    rel = toy.relation()
+    ta = TaskTrainer(toy.task_a, [rel], dedicated=toy.dataset(16, 1), batch_size=4, shuffle_buffer=0, jit_compile=True)
+    tb = TaskTrainer(toy.task_b, [rel], dedicated=toy.dataset(16, 2), batch_size=4, shuffle_buffer=0)
+    Collective([ta, tb], mediator=toy.dataset(8, 5, keys=("id", "image")), mediator_batch_size=4, shuffle_buffer=0)
+    assert ta.jit_compile and not tb.jit_compile
+    assert ta.peers["b"]._forward._jit_compile and not tb.peers["a"]._forward._jit_compile  # (tf.function's flag)
+    med = next(iter(toy.dataset(8, 5, keys=("id", "image")).batch(4)))
+    got = ta.peers["b"].predict({"image": med["image"]})
+    want = tb.model({"image": med["image"]}, training=False)
+    for key in want:
+        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(want[key]), rtol=1e-5, atol=1e-6)

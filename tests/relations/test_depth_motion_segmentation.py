@@ -7,7 +7,11 @@ from keras import ops
 
 from taskology_tf.core.registry import relation_factory
 from taskology_tf.data.example import CLASS_NAMES
-from taskology_tf.relations.depth_motion_segmentation import segmentation_disagreement, video_consistency_terms
+from taskology_tf.relations.depth_motion_segmentation import (
+    class_balanced_mean,
+    segmentation_disagreement,
+    video_consistency_terms,
+)
 
 B, H, W, C = 2, 16, 24, len(CLASS_NAMES)
 CAR = CLASS_NAMES.index("car")
@@ -165,3 +169,33 @@ def test_agreement_gate_keeps_pixels_the_warp_reproduces_and_drops_the_rest():
 def test_agreement_tolerance_must_be_positive():
     with pytest.raises(ValueError, match="agreement_tolerance"):
         relation_factory("depth_motion_segmentation")(agreement_tolerance=0.0)
+
+
+def test_class_balanced_mean_weighs_every_present_class_alike():
+    values = np.zeros((1, 4, 5, 1), np.float32)
+    labels = np.full((1, 4, 5), ROAD, np.int32)
+    labels[0, 0, 0] = CAR
+    values[0, 0, 0, 0] = 2.0  # the one car pixel is wrong, the 19 road pixels are right
+    mask = np.ones((1, 4, 5, 1), np.float32)
+    balanced = ops.convert_to_numpy(class_balanced_mean(values, labels, mask, C))
+    np.testing.assert_allclose(balanced, [1.0])  # (2 + 0) / 2 classes, not 2 / 20 pixels
+    mask[0, 0, 0, 0] = 0.0  # a class with no pixel in the mask is not present
+    np.testing.assert_allclose(ops.convert_to_numpy(class_balanced_mean(values, labels, mask, C)), [0.0])
+    np.testing.assert_allclose(ops.convert_to_numpy(class_balanced_mean(values, labels, 0 * mask, C)), [0.0])
+
+
+def test_balanced_form_counts_only_confident_targets():
+    inputs = _inputs(5)
+    preds = _predictions()
+    eye = np.zeros((B, 3), np.float32)
+    preds["motion"].update(translation=eye, translation_backward=eye)
+    shifted = np.roll(_logits(), 3, axis=2)
+    preds["segmentation"] = {"segmentation_logits": _logits(), "segmentation_logits_next": shifted}
+    terms = video_consistency_terms(inputs, preds, segmentation_form="balanced_confident_cross_entropy",
+                                    confidence=0.5)
+    plain = video_consistency_terms(inputs, preds, segmentation_form="confident_cross_entropy", confidence=0.5)
+    seg, plain_seg = ops.convert_to_numpy(terms["segmentation"]), ops.convert_to_numpy(plain["segmentation"])
+    assert np.all(seg > plain_seg) and np.all(plain_seg > 0)  # the few car pixels that disagree count as much as all the road
+    unsure = video_consistency_terms(inputs, preds, segmentation_form="balanced_confident_cross_entropy",
+                                     confidence=1.0)  # no target is that confident
+    np.testing.assert_allclose(ops.convert_to_numpy(unsure["segmentation"]), 0.0)
