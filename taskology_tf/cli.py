@@ -464,12 +464,20 @@ def main(argv=None) -> int:
         return launch_main(argv[1:])
     args = build_parser().parse_args(argv)
     runtime.import_tensorflow()
+    quiet = getattr(args, "no_progress", False)
+    before = os.environ.get("TQDM_DISABLE")
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # every bar, the data renderers' (and their worker processes') too
     try:
         return _run(args)
     finally:
         import gin
 
         gin.clear_config()
+        if quiet and before is None:
+            del os.environ["TQDM_DISABLE"]
+        elif quiet:
+            os.environ["TQDM_DISABLE"] = before
 
 
 def _run(args) -> int:

@@ -334,3 +334,13 @@ def test_every_flag_of_every_command_has_help():
     walk(launch_parser(), "taskology launch")
     walk(serve_parser(), "taskology serve")
     assert not missing, missing
+
+
+def test_no_progress_silences_every_bar_while_the_command_runs(monkeypatch):
+    import taskology_tf.cli as cli
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    seen = {}
+    monkeypatch.setattr(cli, "_run", lambda args: seen.setdefault("value", os.environ.get("TQDM_DISABLE")) and 0)
+    assert main(["train", "--gin_file", "table3_baseline", "--workdir", "unused", "--no_progress"]) == 0
+    assert seen["value"] == "1" and "TQDM_DISABLE" not in os.environ  # set for the command, then restored
