@@ -126,7 +126,8 @@ class TaskTrainer:
       export_every: publish the network as SavedModel version ``<workdir>/export/<step>`` every this many
         steps (0 = never), written atomically, for model servers; ``export_keep`` versions are kept.
       shuffle_buffer, seed: dedicated-data shuffling.
-      jit_compile: compile the step with XLA (default strategy only; ignored, with a warning, under a strategy).
+      jit_compile: compile the step with XLA (default strategy only; ignored, with a warning, under a strategy);
+        in a ``Collective`` the in-process peers this trainer reads compile their forward passes alike.
       strategy: a ``tf.distribute.Strategy``, a name for ``make_strategy`` (``'default'``, ``'mirrored'``,
         ``'multi_worker'``, ``'tpu'``), or None: the strategy whose scope the trainer is built in (TF's
         default strategy, i.e. no distribution, unless the caller entered a scope). Under a strategy,
