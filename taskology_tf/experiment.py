@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import gin
 
 from taskology_tf.core.registry import relation_factory, task_factory
-from taskology_tf.core.validation import check_gin_scopes, whole_number
+from taskology_tf.core.validation import check_gin_scopes, checked_task_copies, whole_number
 
 
 @gin.configurable
@@ -30,6 +30,9 @@ class Experiment:
       ground_truth: tasks (among ``tasks``) that are not trained but answer as ``GroundTruthPeer``s with
         their true predictions from the mediator's labels (e.g. ``['motion']`` trains depth against the
         true camera motion); the mediator must then carry those labels.
+      task_copies: task name -> the registered task it is built as, for a second task of one kind under its own
+        name, scope and trainer, e.g. ``{'segmentation_teacher': 'segmentation'}`` (a frozen copy whose
+        ``init_checkpoint`` is another run's network, read by a relation as a teacher). Every key must be in ``tasks``.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class Experiment:
         train_steps: int = 1000,
         seed: int = 0,
         ground_truth: Sequence[str] = (),
+        task_copies: Mapping[str, str] | None = None,
     ):
         if isinstance(tasks, str) or isinstance(relations, str):
             raise ValueError("Experiment.tasks and Experiment.relations are lists of names, e.g. "
@@ -62,6 +66,7 @@ class Experiment:
                              f"{self.task_names}.")
         if len(self.ground_truth) == len(self.task_names):
             raise ValueError("Every task is in Experiment.ground_truth: nothing to train.")
+        self.task_copies = checked_task_copies(task_copies, self.task_names)
         self.relation_names = list(relations)
         check_gin_scopes(self.task_names, self.relation_names)
         self.mediator = mediator
@@ -70,7 +75,7 @@ class Experiment:
         keras.utils.set_random_seed(int(seed))
         self.tasks = {}
         for name in self.task_names:
-            factory = task_factory(name)
+            factory = task_factory(self.task_copies.get(name, name))
             with gin.config_scope(name):
                 self.tasks[name] = factory(name=name)
         self.relations = []

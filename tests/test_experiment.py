@@ -72,3 +72,39 @@ def test_the_ladder_runs_on_normal_traffic_and_table1_on_dense(config, name, tra
     config(name)
     for scope in ("video_train", "depth_eval"):
         assert gin.query_parameter(f"{scope}/synthetic.traffic") == traffic
+
+
+def test_a_task_copy_is_a_second_task_of_one_kind_under_its_own_name(tmp_path, config):
+    config("table1_b")
+    Experiment().run(str(tmp_path / "B"))
+    gin.clear_config()
+    config("table1_d",
+           "Experiment.tasks = ['depth', 'motion', 'segmentation', 'segmentation_teacher']",
+           "Experiment.task_copies = {'segmentation_teacher': 'segmentation'}",
+           "depth_motion_segmentation.teacher = 'segmentation_teacher'",
+           "segmentation_teacher/TaskTrainer.frozen = True",
+           f"segmentation_teacher/TaskTrainer.init_checkpoint = '{tmp_path / 'B' / 'segmentation'}'")
+    experiment = Experiment()
+    assert type(experiment.tasks["segmentation_teacher"]) is type(experiment.tasks["segmentation"])
+    assert experiment.tasks["segmentation_teacher"].name == "segmentation_teacher"
+    collective = experiment.build_collective(str(tmp_path / "D"))
+    try:
+        teacher = collective.trainers["segmentation_teacher"]
+        assert teacher.frozen and teacher.restored_from.startswith(str(tmp_path / "B" / "segmentation"))
+        assert set(collective.trainers["segmentation"].peers) >= {"segmentation_teacher", "depth", "motion"}
+        before = [w.copy() for w in teacher.model.get_weights()]
+        collective.train(2)
+        assert all((a == b).all() for a, b in zip(before, teacher.model.get_weights()))
+        assert collective.trainers["segmentation"].step == 2
+    finally:
+        collective.close()
+
+
+@pytest.mark.parametrize("binding,message", [
+    ("Experiment.task_copies = {'teacher': 'segmentation'}", "not in Experiment.tasks"),
+    ("Experiment.task_copies = ['segmentation']", "maps a task name"),
+])
+def test_bad_task_copies(config, binding, message):
+    config("table1_a", binding)
+    with pytest.raises(ValueError, match=message):
+        Experiment()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import logging
 import numbers
-from typing import Iterable
+from typing import Iterable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,27 @@ def whole_number(name: str, value, minimum: int | None = 0) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}.")
     return value
+
+
+def checked_task_copies(copies: Mapping[str, str] | None, tasks: Iterable[str]) -> dict[str, str]:
+    """``Experiment.task_copies`` as a plain dict, checked: a mapping of task names (each in ``tasks``) to the
+    names of the tasks they are built as (which are not copies themselves); ValueError otherwise."""
+    tasks = list(tasks)
+    if copies is None:
+        return {}
+    if not isinstance(copies, Mapping):
+        raise ValueError("Experiment.task_copies maps a task name to the task it is built as, e.g. "
+                         f"{{'segmentation_teacher': 'segmentation'}}, got {copies!r}.")
+    copies = {str(k): str(v) for k, v in copies.items()}
+    unknown = sorted(k for k in copies if k not in tasks)
+    if unknown:
+        raise ValueError(f"Experiment.task_copies names {unknown}, which are not in Experiment.tasks {tasks}; "
+                         "add them there too.")
+    chained = sorted(k for k, v in copies.items() if v in copies or v == k)
+    if chained:
+        raise ValueError(f"Experiment.task_copies: {chained} are built as copies of copies (or of themselves); "
+                         "name the registered task directly.")
+    return copies
 
 
 def _referenced_scopes(value, found: set[str]) -> None:

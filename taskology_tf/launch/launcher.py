@@ -119,7 +119,7 @@ def plan_launch(gin_files: Sequence[str], gin_params: Sequence[str] = (), import
 
     from taskology_tf.cli import UsageError, parse_gin
     from taskology_tf.core.registry import UnknownNameError, relation_factory, task_factory
-    from taskology_tf.core.validation import check_gin_scopes, whole_number
+    from taskology_tf.core.validation import check_gin_scopes, checked_task_copies, whole_number
 
     remote = dict(remote or {})
     try:
@@ -129,8 +129,9 @@ def plan_launch(gin_files: Sequence[str], gin_params: Sequence[str] = (), import
             raise LaunchError("the gin config sets no Experiment.tasks; name the tasks, e.g. "
                               "Experiment.tasks = ['depth', 'normals'].")
         all_tasks = [str(t) for t in all_tasks]
+        copies = checked_task_copies(_query("Experiment.task_copies", None), all_tasks)
         for name in all_tasks:
-            task_factory(name)  # an unknown task fails here, before any process starts
+            task_factory(copies.get(name, name))  # an unknown task fails here, before any process starts
         relations = []
         relation_names = list(_query("Experiment.relations", ()) or ())
         ground_truth = [str(t) for t in (_query("Experiment.ground_truth", ()) or ())]

@@ -23,6 +23,12 @@ movable mask of Eq. (2).
 A warp that is wrong (a moving car whose depth or motion is off) carries the other frame's labels to the wrong
 pixels; ``agreement_tolerance`` restricts Eq. (4) to pixels where the same warp also carries the *image*
 correctly (mean absolute colour error at most the tolerance, images in [0, 1]).
+
+With both sides of Eq. (4) from the network being trained, and the mask m from it too, nothing anchors its labels
+on the unlabelled domain: what it is sure of spreads, and a car it misses is warped as static scenery, which
+teaches it to miss the car (benchmarks/README.md, "Table 1"). ``teacher`` names another task (a frozen copy of a
+trained segmentation network, ``Experiment.task_copies``) that supplies the mask and the warped side of Eq. (4);
+the network being trained then only answers for the compared side.
 """
 
 from __future__ import annotations
@@ -97,6 +103,7 @@ def video_consistency_terms(
     segmentation_form: str = "logits_l2",
     confidence: float = 0.9,
     agreement_tolerance: float | None = None,
+    teacher_task: str | None = None,
     **photometric_kwargs,
 ):
     """Every term per example, unweighted: the ``depth_motion_terms`` (with object motion) plus
@@ -108,13 +115,16 @@ def video_consistency_terms(
     t+1 -> t warps (see ``depth_motion_terms``); the backward object motion is always predicted.
     ``segmentation_form``, ``confidence``: the form of Eq. (4) (see ``segmentation_disagreement``);
     ``agreement_tolerance``: None, or Eq. (4) only where the warp reproduces the image (``photometric_agreement``).
+    ``teacher_task``: None, or the task whose segmentation logits give the mask m and the warped side of Eq. (4)
+    (the segmentation task's own logits then only give the compared side).
     """
     movable_ids = tuple(movable_class_ids() if movable_ids is None else movable_ids)
     seg = predictions[segmentation_task]
+    guide = predictions[teacher_task] if teacher_task else seg  # the mask and the warped side of Eq. (4)
     motion = predictions[motion_task]
     depth = predictions[depth_task]
-    mask_t = movable_mask(seg["segmentation_logits"], movable_ids)
-    mask_next = movable_mask(seg["segmentation_logits_next"], movable_ids)
+    mask_t = movable_mask(guide["segmentation_logits"], movable_ids)
+    mask_next = movable_mask(guide["segmentation_logits_next"], movable_ids)
     field = ops.cast(motion["residual_translation"], "float32") * mask_t
     field_backward = ops.cast(motion["residual_translation_backward"], "float32") * mask_next
     terms = depth_motion_terms(
@@ -125,11 +135,13 @@ def video_consistency_terms(
     forward, backward_transform = camera_transforms(motion, backward)
     logits = ops.cast(seg["segmentation_logits"], "float32")
     logits_next = ops.cast(seg["segmentation_logits_next"], "float32")
+    guide_logits = ops.cast(guide["segmentation_logits"], "float32")
+    guide_logits_next = ops.cast(guide["segmentation_logits_next"], "float32")
     image = ph.to_unit_float(inputs["image"])
     image_next = ph.to_unit_float(inputs["image_next"])
     directions = (
-        (logits, image, depth["depth"], logits_next, image_next, depth["depth_next"], forward, field),
-        (logits_next, image_next, depth["depth_next"], logits, image, depth["depth"], backward_transform,
+        (logits, image, depth["depth"], guide_logits_next, image_next, depth["depth_next"], forward, field),
+        (logits_next, image_next, depth["depth_next"], guide_logits, image, depth["depth"], backward_transform,
          field_backward),
     )
     terms["segmentation"] = 0.0
@@ -178,6 +190,7 @@ def depth_motion_segmentation(
     segmentation_form: str = "logits_l2",
     confidence: float = 0.9,
     agreement_tolerance: float | None = None,
+    teacher: str | None = None,
     l1_weight: float = 0.15,
     ssim_weight: float = 0.85,
     occlusion_tolerance: float | None = 0.05,
@@ -196,7 +209,8 @@ def depth_motion_segmentation(
     segmentation task. ``segmentation_consistency`` weighs L_seg against L_ph (the paper: 1);
     ``segmentation_form`` (one of SEGMENTATION_FORMS; "logits_l2" is the paper's) and ``confidence``
     choose its form (see ``segmentation_disagreement``), ``agreement_tolerance`` where it counts (None: every
-    visible pixel; see ``photometric_agreement``); the other weights (and ``backward``) as in
+    visible pixel; see ``photometric_agreement``), ``teacher`` whose labels it asks for (None: the segmentation
+    task's own; else a task with segmentation logits, e.g. a frozen copy, that also gives the mask m); the other weights (and ``backward``) as in
     ``depth_motion``; ``field_*`` regularise the residual translation field.
     """
     if segmentation_form not in SEGMENTATION_FORMS:
@@ -207,6 +221,9 @@ def depth_motion_segmentation(
                          f"error, images in [0, 1]), got {agreement_tolerance}.")
     if not 0.0 < confidence <= 1.0:
         raise ValueError(f"depth_motion_segmentation.confidence must be in (0, 1], got {confidence}.")
+    if teacher is not None and teacher in (depth, motion, segmentation):
+        raise ValueError(f"depth_motion_segmentation.teacher must be a task of its own (e.g. a frozen copy of "
+                         f"segmentation, Experiment.task_copies), got {teacher!r}.")
     weights = {
         "segmentation": segmentation_consistency,
         "smoothness": smoothness,
@@ -216,9 +233,12 @@ def depth_motion_segmentation(
         "field_smoothness": field_smoothness,
         "field_sparsity": field_sparsity,
     }
+    reads = {depth: DEPTH_KEYS, motion: MOTION_KEYS + FIELD_KEYS, segmentation: SEGMENTATION_KEYS}
+    if teacher is not None:
+        reads[teacher] = SEGMENTATION_KEYS
     return Relation(
         name="depth_motion_segmentation",
-        reads={depth: DEPTH_KEYS, motion: MOTION_KEYS + FIELD_KEYS, segmentation: SEGMENTATION_KEYS},
+        reads=reads,
         input_keys=("image", "image_next", "intrinsics"),
         loss_fn=functools.partial(
             video_consistency_loss,
@@ -229,6 +249,7 @@ def depth_motion_segmentation(
             segmentation_form=segmentation_form,
             confidence=confidence,
             agreement_tolerance=agreement_tolerance,
+            teacher_task=teacher,
             l1_weight=l1_weight,
             ssim_weight=ssim_weight,
             occlusion_tolerance=occlusion_tolerance,

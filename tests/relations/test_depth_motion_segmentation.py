@@ -199,3 +199,44 @@ def test_balanced_form_counts_only_confident_targets():
     unsure = video_consistency_terms(inputs, preds, segmentation_form="balanced_confident_cross_entropy",
                                      confidence=1.0)  # no target is that confident
     np.testing.assert_allclose(ops.convert_to_numpy(unsure["segmentation"]), 0.0)
+
+
+def test_a_teacher_gives_the_mask_and_the_targets_and_the_student_the_compared_side():
+    inputs = _inputs(5)
+    preds = _predictions(0.3)
+    no_cars = {"segmentation_logits": _logits(False), "segmentation_logits_next": _logits(False)}
+    # the teacher identical to the student: the same terms as without a teacher
+    same = video_consistency_terms(inputs, dict(preds, teacher=preds["segmentation"]), teacher_task="teacher",
+                                   segmentation_form="confident_cross_entropy", confidence=0.5)
+    alone = video_consistency_terms(inputs, preds, segmentation_form="confident_cross_entropy", confidence=0.5)
+    for key in ("photometric", "segmentation", "movable_fraction"):
+        np.testing.assert_allclose(ops.convert_to_numpy(same[key]), ops.convert_to_numpy(alone[key]), rtol=1e-6)
+    # a student that sees no cars: the teacher's cars still set the mask and the targets
+    student = dict(preds, segmentation=no_cars, teacher=preds["segmentation"])
+    taught = video_consistency_terms(inputs, student, teacher_task="teacher",
+                                     segmentation_form="confident_cross_entropy", confidence=0.5)
+    np.testing.assert_allclose(ops.convert_to_numpy(taught["movable_fraction"]), 48 / (H * W))
+    np.testing.assert_allclose(ops.convert_to_numpy(taught["photometric"]), ops.convert_to_numpy(alone["photometric"]),
+                               rtol=1e-6)
+    assert np.all(ops.convert_to_numpy(taught["segmentation"]) > ops.convert_to_numpy(alone["segmentation"]) + 0.1)
+    # gradients reach the student's logits only
+    student_logits = tf.Variable(_logits(False))
+    teacher_logits = tf.Variable(_logits())
+    with tf.GradientTape() as tape:
+        p = dict(preds, segmentation={"segmentation_logits": tf.identity(student_logits),
+                                      "segmentation_logits_next": _logits(False)},
+                 teacher={"segmentation_logits": tf.identity(teacher_logits), "segmentation_logits_next": _logits()})
+        loss = tf.reduce_sum(video_consistency_terms(inputs, p, teacher_task="teacher",
+                                                     segmentation_form="confident_cross_entropy",
+                                                     confidence=0.5)["segmentation"])
+    g_student, g_teacher = tape.gradient(loss, [student_logits, teacher_logits])
+    assert float(tf.reduce_max(tf.abs(g_student))) > 0
+    assert g_teacher is None or float(tf.reduce_max(tf.abs(g_teacher))) == 0.0
+
+
+def test_the_teacher_is_read_as_a_task_of_its_own():
+    rel = relation_factory("depth_motion_segmentation")(teacher="segmentation_teacher")
+    assert rel.reads["segmentation_teacher"] == ("segmentation_logits", "segmentation_logits_next")
+    assert "segmentation_teacher" not in relation_factory("depth_motion_segmentation")().reads
+    with pytest.raises(ValueError, match="teacher"):
+        relation_factory("depth_motion_segmentation")(teacher="segmentation")
