@@ -3,7 +3,8 @@
 Runs ``gin/experiments/table1_{a..e}.gin`` in order, each in ``<workdir>/<row>/`` (resuming from its
 checkpoints), and hands each frozen network its source: C's frozen segmentation starts from B's
 ``<workdir>/B/segmentation``, D's frozen depth and motion from C's ``<workdir>/C/depth`` and
-``<workdir>/C/motion`` (``TaskTrainer.init_checkpoint`` bindings). Prints depth Abs Rel and
+``<workdir>/C/motion``, and D's and E's frozen ``segmentation_teacher`` (Eq. 4's labels) from B's
+(``TaskTrainer.init_checkpoint`` bindings). Prints depth Abs Rel and
 segmentation mIoU (movable classes, as in the paper, and all classes) in the layout of the paper's
 Table 1 and writes the rows to ``<workdir>/table1.json``, whose path is printed last.
 """
@@ -38,7 +39,8 @@ PAPER = {
 # row -> {task whose init_checkpoint is bound: (source row, source task)}
 SOURCES = {
     "C": {"segmentation": ("B", "segmentation")},
-    "D": {"depth": ("C", "depth"), "motion": ("C", "motion")},
+    "D": {"depth": ("C", "depth"), "motion": ("C", "motion"), "segmentation_teacher": ("B", "segmentation")},
+    "E": {"segmentation_teacher": ("B", "segmentation")},
 }
 
 

@@ -77,6 +77,9 @@ def test_all_rows_run_in_order_and_frozen_rows_start_from_their_sources(tmp_path
     _, c_seg = _model_variables(os.path.join(workdir, "C", "segmentation"))
     _, e_seg = _model_variables(os.path.join(workdir, "E", "segmentation"))
     assert _same(c_seg, b_seg) and not _same(e_seg, b_seg)
+    for row in "DE":  # the teacher of Eq. (4): B's network, frozen; the segmentation it teaches starts afresh
+        assert steps(row, "segmentation_teacher") == 0
+        assert _same(_model_variables(os.path.join(workdir, row, "segmentation_teacher"))[1], b_seg)
     for task in ("depth", "motion"):
         _, c_net = _model_variables(os.path.join(workdir, "C", task))
         _, d_net = _model_variables(os.path.join(workdir, "D", task))
@@ -97,8 +100,9 @@ def test_rows_and_bindings():
         parse_rows("AX")
     assert init_bindings("C", "/w") == ["segmentation/TaskTrainer.init_checkpoint = '/w/B/segmentation'"]
     assert sorted(init_bindings("D", "/w")) == ["depth/TaskTrainer.init_checkpoint = '/w/C/depth'",
-                                                "motion/TaskTrainer.init_checkpoint = '/w/C/motion'"]
-    assert init_bindings("E", "/w") == []
+                                                "motion/TaskTrainer.init_checkpoint = '/w/C/motion'",
+                                                "segmentation_teacher/TaskTrainer.init_checkpoint = '/w/B/segmentation'"]
+    assert init_bindings("E", "/w") == ["segmentation_teacher/TaskTrainer.init_checkpoint = '/w/B/segmentation'"]
 
 
 def test_format_table_layout():
