@@ -261,8 +261,8 @@ def _seed_line(doc) -> str:
     if "per_seed" not in doc:
         return "one run (no --seeds)"
     seconds = doc.get("seconds") or {}
-    per = f"; {sum(seconds.values()) / max(len(seconds), 1) / 60:.0f} min per seed on the recording machine" \
-        if seconds else ""
+    per = (f"; {sum(seconds.values()) / max(len(seconds), 1) / 60:.0f} min per seed for the recorded command on the "
+           "recording machine (rows it found trained were only evaluated)") if seconds else ""
     return f"seeds {', '.join(map(str, doc['seeds']))}{per}"
 
 

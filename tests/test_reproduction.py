@@ -56,7 +56,7 @@ def test_render_gives_verdicts_per_claim_and_says_what_is_missing():
     assert "wrong sign" in claim_e  # E equals A here: a zero difference is not the paper's sign
     assert "not run with --seeds yet" in next(line for line in lines if line.startswith("| Taskology Table 2"))
     assert "Detector does not learn yet." in page
-    assert "seeds 0, 1, 2; 1 min per seed" in page
+    assert "seeds 0, 1, 2; 1 min per seed for the recorded command" in page
 
 
 def test_report_command_writes_the_page(tmp_path, capsys):
