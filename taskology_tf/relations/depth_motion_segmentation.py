@@ -210,8 +210,8 @@ def depth_motion_segmentation(
     ``segmentation_form`` (one of SEGMENTATION_FORMS; "logits_l2" is the paper's) and ``confidence``
     choose its form (see ``segmentation_disagreement``), ``agreement_tolerance`` where it counts (None: every
     visible pixel; see ``photometric_agreement``), ``teacher`` whose labels it asks for (None: the segmentation
-    task's own; else a task with segmentation logits, e.g. a frozen copy, that also gives the mask m); the other weights (and ``backward``) as in
-    ``depth_motion``; ``field_*`` regularise the residual translation field.
+    task's own; else a task with segmentation logits, e.g. a frozen copy, that also gives the mask m); the other
+    weights (and ``backward``) as in ``depth_motion``; ``field_*`` regularise the residual translation field.
     """
     if segmentation_form not in SEGMENTATION_FORMS:
         raise ValueError(f"depth_motion_segmentation.segmentation_form must be one of {SEGMENTATION_FORMS}, "
