@@ -108,3 +108,10 @@ def test_bad_task_copies(config, binding, message):
     config("table1_a", binding)
     with pytest.raises(ValueError, match=message):
         Experiment()
+
+
+def test_ladder_a_takes_the_mask_from_the_true_segmentation_not_a_teacher(config):
+    config("ladder_a")
+    experiment = Experiment()
+    assert experiment.task_names == ["depth", "motion", "segmentation"] and experiment.task_copies == {}
+    assert set(experiment.relations[0].reads) == {"depth", "motion", "segmentation"}
