@@ -33,6 +33,9 @@ def _images(batch, height, width, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny_model():
+    # Seeded: with some random initialisations a few border pixels of the untrained normals head see only dead ReLU
+    # features, get an all-zero vector and fail the unit-length check (seen once in a clean-clone CI run).
+    keras.utils.set_random_seed(0)
     return build_dense_model("net", _heads(), preset="tiny")
 
 
