@@ -29,6 +29,13 @@ on the unlabelled domain: what it is sure of spreads, and a car it misses is war
 teaches it to miss the car (benchmarks/README.md, "Table 1"). ``teacher`` names another task (a frozen copy of a
 trained segmentation network, ``Experiment.task_copies``) that supplies the mask and the warped side of Eq. (4);
 the network being trained then only answers for the compared side.
+
+On a movable pixel the photometric error cannot tell depth from object motion: a car that moves with the camera
+is reproduced by delta_t = -T at *any* depth, or by delta_t = 0 at infinite depth. Depth learns faster than the
+field, so with gradients to both the car runs off to infinity first and the field, left without an error to
+explain, stays near zero (benchmarks/README.md, "Table 1"). ``movable_depth_gradient = False`` lets the
+photometric warps train the object motion only on movable pixels (depth there gets no gradient from the warps;
+its smoothness still applies), so depth on cars comes from what the network learns where it is observable.
 """
 
 from __future__ import annotations
@@ -91,6 +98,12 @@ def photometric_agreement(image, warped_image, tolerance: float):
     return ops.stop_gradient(ops.cast(error <= tolerance, "float32"))
 
 
+def static_gradient_only(depth, movable):
+    """``depth`` [B, H, W, 1] with its gradient stopped where ``movable`` [B, H, W, 1] is 1 (same values)."""
+    depth = ops.cast(depth, "float32")
+    return movable * ops.stop_gradient(depth) + (1.0 - movable) * depth
+
+
 def video_consistency_terms(
     inputs,
     predictions,
@@ -104,6 +117,7 @@ def video_consistency_terms(
     confidence: float = 0.9,
     agreement_tolerance: float | None = None,
     teacher_task: str | None = None,
+    movable_depth_gradient: bool = True,
     **photometric_kwargs,
 ):
     """Every term per example, unweighted: the ``depth_motion_terms`` (with object motion) plus
@@ -117,6 +131,7 @@ def video_consistency_terms(
     ``agreement_tolerance``: None, or Eq. (4) only where the warp reproduces the image (``photometric_agreement``).
     ``teacher_task``: None, or the task whose segmentation logits give the mask m and the warped side of Eq. (4)
     (the segmentation task's own logits then only give the compared side).
+    ``movable_depth_gradient``: False stops the warps' gradient to depth on movable pixels (mask m of each frame).
     """
     movable_ids = tuple(movable_class_ids() if movable_ids is None else movable_ids)
     seg = predictions[segmentation_task]
@@ -127,10 +142,20 @@ def video_consistency_terms(
     mask_next = movable_mask(guide["segmentation_logits_next"], movable_ids)
     field = ops.cast(motion["residual_translation"], "float32") * mask_t
     field_backward = ops.cast(motion["residual_translation_backward"], "float32") * mask_next
+    warped_predictions = predictions
+    if not movable_depth_gradient:
+        warped_predictions = dict(predictions)
+        warped_predictions[depth_task] = {
+            "depth": static_gradient_only(depth["depth"], mask_t),
+            "depth_next": static_gradient_only(depth["depth_next"], mask_next),
+        }
     terms = depth_motion_terms(
-        inputs, predictions, depth_task, motion_task, occlusion_tolerance=occlusion_tolerance,
+        inputs, warped_predictions, depth_task, motion_task, occlusion_tolerance=occlusion_tolerance,
         translation_fields=(field, field_backward), backward=backward, **photometric_kwargs,
     )
+    if not movable_depth_gradient:  # smoothness still ties the cars' depth to their surroundings
+        terms["smoothness"] = ph.edge_aware_smoothness(depth["depth"], ph.to_unit_float(inputs["image"])) + \
+            ph.edge_aware_smoothness(depth["depth_next"], ph.to_unit_float(inputs["image_next"]))
     intrinsics = inputs["intrinsics"]
     forward, backward_transform = camera_transforms(motion, backward)
     logits = ops.cast(seg["segmentation_logits"], "float32")
@@ -191,6 +216,7 @@ def depth_motion_segmentation(
     confidence: float = 0.9,
     agreement_tolerance: float | None = None,
     teacher: str | None = None,
+    movable_depth_gradient: bool = True,
     l1_weight: float = 0.15,
     ssim_weight: float = 0.85,
     occlusion_tolerance: float | None = 0.05,
@@ -210,7 +236,8 @@ def depth_motion_segmentation(
     ``segmentation_form`` (one of SEGMENTATION_FORMS; "logits_l2" is the paper's) and ``confidence``
     choose its form (see ``segmentation_disagreement``), ``agreement_tolerance`` where it counts (None: every
     visible pixel; see ``photometric_agreement``), ``teacher`` whose labels it asks for (None: the segmentation
-    task's own; else a task with segmentation logits, e.g. a frozen copy, that also gives the mask m); the other
+    task's own; else a task with segmentation logits, e.g. a frozen copy, that also gives the mask m),
+    ``movable_depth_gradient`` whether the warps train depth on movable pixels (see the module docstring); the other
     weights (and ``backward``) as in ``depth_motion``; ``field_*`` regularise the residual translation field.
     """
     if segmentation_form not in SEGMENTATION_FORMS:
@@ -250,6 +277,7 @@ def depth_motion_segmentation(
             confidence=confidence,
             agreement_tolerance=agreement_tolerance,
             teacher_task=teacher,
+            movable_depth_gradient=bool(movable_depth_gradient),
             l1_weight=l1_weight,
             ssim_weight=ssim_weight,
             occlusion_tolerance=occlusion_tolerance,

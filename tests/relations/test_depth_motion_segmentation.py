@@ -240,3 +240,30 @@ def test_the_teacher_is_read_as_a_task_of_its_own():
     assert "segmentation_teacher" not in relation_factory("depth_motion_segmentation")().reads
     with pytest.raises(ValueError, match="teacher"):
         relation_factory("depth_motion_segmentation")(teacher="segmentation")
+
+
+def test_movable_depth_gradient_off_leaves_depth_on_cars_to_the_other_terms():
+    inputs = _inputs()
+    preds = _predictions(0.3)
+    rough = np.random.default_rng(1).uniform(6.0, 10.0, (B, H, W, 1)).astype(np.float32)  # smoothness has a slope
+    depth = tf.Variable(rough)
+    preds["depth"] = dict(preds["depth"], depth=rough)
+
+    def grads(movable_depth_gradient, term):
+        with tf.GradientTape() as tape:
+            p = dict(preds, depth=dict(preds["depth"], depth=depth))
+            terms = video_consistency_terms(inputs, p, movable_depth_gradient=movable_depth_gradient)
+            loss = ops.sum(terms[term])
+        return ops.convert_to_numpy(tape.gradient(loss, depth))[..., 0]
+
+    on, off = grads(True, "photometric"), grads(False, "photometric")
+    car = np.zeros((B, H, W), bool)
+    car[:, 4:10, 6:14] = True
+    assert np.abs(on[car]).max() > 0.0
+    np.testing.assert_array_equal(off[car], 0.0)  # the warps no longer move the cars' depth
+    np.testing.assert_allclose(off[~car], on[~car], rtol=1e-5, atol=1e-9)  # nor anything else's differently
+    assert np.abs(grads(False, "smoothness")[car]).max() > 0.0  # smoothness still reaches the cars
+    same = video_consistency_terms(inputs, preds, movable_depth_gradient=False)
+    ref = video_consistency_terms(inputs, preds)
+    for k in ("photometric", "smoothness", "segmentation"):
+        np.testing.assert_allclose(ops.convert_to_numpy(same[k]), ops.convert_to_numpy(ref[k]), rtol=1e-6)
