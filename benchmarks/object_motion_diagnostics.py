@@ -1,0 +1,145 @@
+"""Where does a Table 1 row's depth error on moving cars come from, and does its object-motion field learn?
+
+    python benchmarks/object_motion_diagnostics.py RUN_DIR [RUN_DIR ...] [--clips 64] [--seed 99]
+
+RUN_DIR is one row of `taskology experiment table1` (e.g. /tmp/t1x/seed_0/C): its ``depth/`` and ``motion/``
+checkpoints are restored into Table 1's networks (table1_common.gin: two-frame tiny depth, 'small' motion net on
+the frames and their difference, translation scale 0.1; object motion when the checkpoint has it). On dense-traffic
+'city' clips of their own seed (99: neither training's 21 nor evaluation's 23) it splits the pixels with a true
+depth in (0, 80) m into
+
+- co-moving: a car or pedestrian whose point moves less than ``--co_moving`` metres relative to the camera between
+  the frames (a lead car at the camera's speed: static in the image, its depth unobservable from two frames);
+- other moving: every other pixel with a non-zero true object motion;
+- static: the rest;
+
+and prints per region the median of (median-scaled predicted depth / true depth) and the Abs Rel, and, for a row
+with object motion, the median length of the predicted and the true residual translation on the moving regions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from taskology_tf import runtime  # noqa: E402
+
+KEYS = ("image", "image_next", "intrinsics", "depth", "ego_motion", "object_motion")
+MAX_DEPTH = 80.0
+
+
+def relative_motion(depth, intrinsics, ego_motion, object_motion):
+    """How far each pixel's 3D point moves relative to the camera between the frames, metres: [B, H, W].
+
+    depth [B, H, W] (frame t, metres), intrinsics [B, 3, 3], ego_motion [B, 4, 4] (camera-t points -> camera-(t+1)),
+    object_motion [B, H, W, 3] (the point's own translation, camera-(t+1) axes): ``|R X + T + dt - X|``.
+    """
+    b, h, w = depth.shape
+    v, u = np.mgrid[0:h, 0:w]
+    pixels = np.stack([u, v, np.ones_like(u)], axis=-1).reshape(-1, 3).astype(np.float64)
+    out = np.zeros((b, h, w))
+    for i in range(b):
+        points = (pixels @ np.linalg.inv(intrinsics[i]).T) * depth[i].reshape(-1, 1)
+        moved = points @ ego_motion[i, :3, :3].T + ego_motion[i, :3, 3] + object_motion[i].reshape(-1, 3)
+        out[i] = np.linalg.norm(moved - points, axis=-1).reshape(h, w)
+    return out
+
+
+def regions(depth, intrinsics, ego_motion, object_motion, co_moving: float = 0.3):
+    """{"co-moving", "other moving", "static"} -> [B, H, W] bool masks over pixels with a true depth in (0, 80) m."""
+    valid = (depth > 0) & (depth < MAX_DEPTH)
+    moving = np.linalg.norm(object_motion, axis=-1) > 1e-3
+    co = moving & valid & (relative_motion(depth, intrinsics, ego_motion, object_motion) < co_moving)
+    return {"co-moving": co, "other moving": moving & valid & ~co, "static": valid & ~moving}
+
+
+def median_scaled_ratio(pred, true):
+    """pred / true per pixel [B, H, W] after scaling each image's prediction by median(true) / median(pred)
+    over its pixels with a true depth in (0, 80) m (the evaluation's per-image median scaling)."""
+    out = np.zeros_like(pred, dtype=np.float64)
+    for i in range(len(pred)):
+        valid = (true[i] > 0) & (true[i] < MAX_DEPTH)
+        scale = np.median(true[i][valid]) / np.median(pred[i][valid])
+        out[i] = pred[i] * scale / np.maximum(true[i], 1e-3)
+    return out
+
+
+def region_report(ratio, masks, field=None, true_field=None):
+    """One dict per region: fraction of pixels, median ratio, Abs Rel and (with fields) median |field| lengths."""
+    rows = []
+    for name, mask in masks.items():
+        r = ratio[mask]
+        row = {"region": name, "fraction": float(mask.mean()),
+               "median_ratio": float(np.median(r)) if r.size else float("nan"),
+               "abs_rel": float(np.mean(np.abs(r - 1.0))) if r.size else float("nan")}
+        if field is not None and name != "static" and r.size:
+            row["field"] = float(np.median(np.linalg.norm(field[mask], axis=-1)))
+            row["true_field"] = float(np.median(np.linalg.norm(true_field[mask], axis=-1)))
+        rows.append(row)
+    return rows
+
+
+def predict(run_dir: str, batch):
+    """(depth [B, H, W], residual translation [B, H, W, 3] or None) of a Table 1 row's checkpoints."""
+    tf = runtime.import_tensorflow()
+
+    from taskology_tf.core.trainer import resolve_checkpoint
+    from taskology_tf.tasks.depth import DepthTask
+    from taskology_tf.tasks.motion import MotionTask
+
+    def restored(task, sub):
+        path = resolve_checkpoint(os.path.join(run_dir, sub))
+        if path is None:
+            raise SystemExit(f"{run_dir}/{sub}: no checkpoint (is this a Table 1 row's folder?)")
+        model = task.build_model()
+        tf.train.Checkpoint(model=model).restore(path).assert_existing_objects_matched().expect_partial()
+        return model(task.model_inputs(batch))
+
+    depth_task = DepthTask(frames=2, preset="tiny", max_depth=MAX_DEPTH, median_scaling=True)
+    depth = np.asarray(restored(depth_task, "depth")["depth"])[..., 0]
+    field = None
+    for object_motion in (True, False):
+        motion_task = MotionTask(preset="small", frame_difference=True, object_motion=object_motion,
+                                 translation_scale=0.1)
+        try:
+            out = restored(motion_task, "motion")
+        except AssertionError:
+            continue
+        field = np.asarray(out["residual_translation"]) if object_motion else None
+        break
+    return depth, field
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="Table 1 row folders (with depth/ and motion/)")
+    p.add_argument("--clips", type=int, default=64)
+    p.add_argument("--seed", type=int, default=99)
+    p.add_argument("--co_moving", type=float, default=0.3, help="metres of motion relative to the camera")
+    args = p.parse_args(argv)
+    runtime.configure(False)
+    runtime.import_tensorflow()
+    from taskology_tf.data.synthetic.dataset import synthetic_dataset
+
+    data = synthetic_dataset(style="city", traffic="dense", with_next=True, keys=list(KEYS),
+                             num_examples=args.clips, seed=args.seed, height=64, width=128)
+    batch = next(iter(data.batch(args.clips)))
+    true = np.asarray(batch["depth"])[..., 0]
+    true_field = np.asarray(batch["object_motion"])
+    masks = regions(true, np.asarray(batch["intrinsics"]), np.asarray(batch["ego_motion"]), true_field, args.co_moving)
+    print(f"{'run':40s} {'region':13s} {'pixels':>7s} {'median ratio':>12s} {'Abs Rel':>8s} {'|field|':>8s} {'|true|':>7s}")
+    for run in args.runs:
+        depth, field = predict(run, batch)
+        for row in region_report(median_scaled_ratio(depth, true), masks, field, true_field):
+            print(f"{run[-40:]:40s} {row['region']:13s} {row['fraction']:7.4f} {row['median_ratio']:12.2f} "
+                  f"{row['abs_rel']:8.3f} {row.get('field', float('nan')):8.3f} {row.get('true_field', float('nan')):7.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
