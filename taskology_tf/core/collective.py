@@ -30,7 +30,8 @@ class Collective:
     """Runs several ``TaskTrainer``s round-robin in one process.
 
     Args:
-      trainers: the trainers; their ``peers`` are filled here with ``InProcessPeer``s.
+      trainers: the trainers; their ``peers`` are filled here with ``InProcessPeer``s (one per task read and
+        staleness setting, shared by its readers, which get one forward pass of it per round).
       mediator: unbatched shared dataset for the relations (None: no relation terms).
       mediator_batch_size: batch size of the shared mediator batches.
       seed: mediator shuffling seed.
@@ -48,6 +49,9 @@ class Collective:
         if len(set(names)) != len(names):
             raise ValueError(f"Task names must be unique in a collective, got {names}.")
         self.trainers: dict[str, TaskTrainer] = {t.name: t for t in trainers}
+        # One in-process peer per task and staleness setting, shared by the tasks that read it: in a round they
+        # all ask it about the same mediator batch at the same weights, so it runs its network once a round.
+        self._shared_peers: dict[tuple, InProcessPeer] = {}
         for trainer in trainers:
             if trainer.frozen:
                 continue  # never computes: needs no peers
@@ -60,7 +64,10 @@ class Collective:
                         )
                     if other != trainer.name and other not in trainer.peers:
                         peer_trainer = self.trainers[other]
-                        trainer.peers[other] = _peer_of(peer_trainer, trainer)
+                        key = (other, trainer.peer_refresh_steps, trainer.peer_refresh_seconds, trainer.jit_compile)
+                        if key not in self._shared_peers:
+                            self._shared_peers[key] = _peer_of(peer_trainer, trainer)
+                        trainer.peers[other] = self._shared_peers[key]
         self.mediator = mediator
         self.mediator_batch_size = int(mediator_batch_size)
         if mediator is not None:
@@ -126,10 +133,16 @@ class Collective:
         needs_mediator = any(t.has_relations for t in active)
         mediator = self._next_mediator() if needs_mediator else None
         computed = []
-        for trainer in active:
-            result = trainer.compute(mediator_batch=mediator)
-            if result is not None:
-                computed.append((trainer, result))
+        for peer in self._shared_peers.values():
+            peer.hold_answers()  # no weights change until every trainer has computed
+        try:
+            for trainer in active:
+                result = trainer.compute(mediator_batch=mediator)
+                if result is not None:
+                    computed.append((trainer, result))
+        finally:
+            for peer in self._shared_peers.values():
+                peer.drop_answers()
         for trainer, (_, grads) in computed:
             trainer.apply(grads)
         for trainer, (values, _) in computed:

@@ -52,6 +52,10 @@ class InProcessPeer(Peer):
         (read the live model, staleness 0).
       refresh_seconds: also refresh when the snapshot is older than this (None = never by time).
       jit_compile: compile the forward pass with XLA (as the consumer's own step, ``TaskTrainer.jit_compile``).
+
+    Between ``hold_answers()`` and ``drop_answers()`` the peer answers a repeated request (the very same input
+    tensors) from its last answer instead of running the network again: a ``Collective`` shares one peer among
+    the tasks that read it and holds its answers for one round, in which no weights change.
     """
 
     def __init__(
@@ -82,8 +86,18 @@ class InProcessPeer(Peer):
         model = self._live if self._always_current else self._snapshot
         self._forward = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile,
                                     reduce_retracing=True)
+        self._holding = False
+        self._held: tuple[tuple, dict] | None = None  # (the request's tensors, the answer)
         if not self._always_current:
             self.refresh()
+
+    def hold_answers(self) -> None:
+        """Answer repeated requests from the last answer until ``drop_answers`` (the weights must not change)."""
+        self._holding = True
+
+    def drop_answers(self) -> None:
+        """Forget the held answer and compute every request again."""
+        self._holding, self._held = False, None
 
     def refresh(self) -> None:
         """Copy the live weights into the snapshot."""
@@ -107,7 +121,13 @@ class InProcessPeer(Peer):
             self._last_refresh_step = step
 
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-        return {k: tf.stop_gradient(v) for k, v in self._forward(dict(inputs)).items()}
+        request = tuple((k, inputs[k]) for k in sorted(inputs))
+        if self._holding and self._held is not None and _same_request(self._held[0], request):
+            return self._held[1]
+        answer = {k: tf.stop_gradient(v) for k, v in self._forward(dict(inputs)).items()}
+        if self._holding:
+            self._held = (request, answer)
+        return answer
 
     @property
     def version(self) -> int:
@@ -120,6 +140,11 @@ class InProcessPeer(Peer):
             "steps": float(int(self._live_step()) - self._version),
             "seconds": time.monotonic() - self._refreshed_at,
         }
+
+
+def _same_request(a: tuple, b: tuple) -> bool:
+    """Whether two requests ((key, tensor) pairs) hold the very same objects (identity, not equal values)."""
+    return len(a) == len(b) and all(ka == kb and va is vb for (ka, va), (kb, vb) in zip(a, b))
 
 
 class GroundTruthPeer(Peer):

@@ -119,3 +119,63 @@ def test_in_process_peers_compile_like_their_consumer(toy):
     want = tb.model({"image": med["image"]}, training=False)
     for key in want:
         np.testing.assert_allclose(np.asarray(got[key]), np.asarray(want[key]), rtol=1e-5, atol=1e-6)
+
+
+def _agree_cb(inputs, predictions):
+    return tf.reduce_mean(tf.square(predictions["c"]["depth"] - predictions["b"]["normals"][..., 1:2]), axis=[1, 2, 3])
+
+
+def _three_trainers(toy, seed=0):
+    """a and c both read b (two relations); b reads both."""
+    from taskology_tf.core.relation import Relation
+
+    from tests.core.conftest import ToyTask
+
+    rel_ab = toy.relation()
+    rel_cb = Relation("agree_cb", reads={"c": ("depth",), "b": ("normals",)}, loss_fn=_agree_cb)
+    task_c = ToyTask("c", "depth", 1, seed=5)
+    make = lambda task, rels, s: TaskTrainer(task, rels, dedicated=toy.dataset(16, s), batch_size=4, shuffle_buffer=0)
+    return [make(toy.task_a, [rel_ab], 1), make(toy.task_b, [rel_ab, rel_cb], 2), make(task_c, [rel_cb], 3)]
+
+
+def _count_forwards(peer):
+    calls = []
+    forward = peer._forward
+
+    def counted(x):
+        calls.append(1)
+        return forward(x)
+
+    peer._forward = counted
+    return calls
+
+
+def test_a_task_read_by_two_runs_its_network_once_a_round_with_the_same_result(toy):
+    from taskology_tf.core.collective import _peer_of
+
+    mediator = toy.dataset(12, 7, keys=("id", "image"))
+    shared = _three_trainers(toy)
+    coll = Collective(shared, mediator=mediator, mediator_batch_size=4, shuffle_buffer=0)
+    ta, tb, tc = shared
+    assert ta.peers["b"] is tc.peers["b"] and tb.peers["a"] is not tb.peers["c"]
+    calls = _count_forwards(ta.peers["b"])
+    # the same experiment with a peer of b for each reader (what every collective did before)
+    own = _three_trainers(toy)
+    for mine, theirs in zip(own, shared):
+        mine.model.set_weights(theirs.model.get_weights())
+    own[0].peers["b"] = _peer_of(own[1], own[0])
+    own[2].peers["b"] = _peer_of(own[1], own[2])
+    reference = Collective(own, mediator=mediator, mediator_batch_size=4, shuffle_buffer=0)
+    assert own[0].peers["b"] is not own[2].peers["b"]
+    for _ in range(3):
+        got, want = coll.round(), reference.round()
+        assert got == want
+    assert len(calls) == 3  # one forward of b per round, for both readers
+    for mine, theirs in zip(own, shared):
+        for w0, w1 in zip(mine.model.get_weights(), theirs.model.get_weights()):
+            np.testing.assert_array_equal(w0, w1)
+    # outside a round nothing is held: the weights may have changed
+    med = next(iter(mediator.batch(4)))
+    ta.peers["b"].predict({"image": med["image"]})
+    ta.peers["b"].predict({"image": med["image"]})
+    assert len(calls) == 5
