@@ -51,9 +51,13 @@ def relative_motion(depth, intrinsics, ego_motion, object_motion):
 
 
 def regions(depth, intrinsics, ego_motion, object_motion, co_moving: float = 0.3):
-    """{"co-moving", "other moving", "static"} -> [B, H, W] bool masks over pixels with a true depth in (0, 80) m."""
-    valid = (depth > 0) & (depth < MAX_DEPTH)
-    moving = np.linalg.norm(object_motion, axis=-1) > 1e-3
+    """{"co-moving", "other moving", "static"} -> [B, H, W] bool masks over the evaluation's valid pixels (true depth
+    up to 80 m) and its moving pixels (``tasks.depth.moving_pixels``)."""
+    from taskology_tf.metrics.depth import valid_depth_mask
+    from taskology_tf.tasks.depth import moving_pixels
+
+    valid = valid_depth_mask(depth, max_depth=MAX_DEPTH)
+    moving = moving_pixels(object_motion)[..., 0]
     co = moving & valid & (relative_motion(depth, intrinsics, ego_motion, object_motion) < co_moving)
     return {"co-moving": co, "other moving": moving & valid & ~co, "static": valid & ~moving}
 
@@ -61,9 +65,10 @@ def regions(depth, intrinsics, ego_motion, object_motion, co_moving: float = 0.3
 def median_scaled_ratio(pred, true):
     """pred / true per pixel [B, H, W] after scaling each image's prediction by median(true) / median(pred)
     over its pixels with a true depth in (0, 80) m (the evaluation's per-image median scaling)."""
+    from taskology_tf.metrics.depth import valid_depth_mask
+
     out = np.zeros_like(pred, dtype=np.float64)
-    for i in range(len(pred)):
-        valid = (true[i] > 0) & (true[i] < MAX_DEPTH)
+    for i, valid in enumerate(valid_depth_mask(true, max_depth=MAX_DEPTH)):
         scale = np.median(true[i][valid]) / np.median(pred[i][valid])
         out[i] = pred[i] * scale / np.maximum(true[i], 1e-3)
     return out

@@ -52,6 +52,7 @@ def depth_motion_terms(
     translation_fields=None,
     blur_sizes=(1,),
     backward: str = "predicted",
+    warp_frozen_depth=None,
 ):
     """The relation's terms per example, unweighted: dict name -> [B].
 
@@ -68,7 +69,8 @@ def depth_motion_terms(
     inputs: ``image``, ``image_next`` (uint8 [B, H, W, 3]), ``intrinsics`` [B, 3, 3].
     predictions: ``{depth_task: {depth, depth_next}, motion_task: {rotation, translation,
     rotation_backward, translation_backward}}``. translation_fields: optional (forward, backward)
-    [B, H, W, 3] per-pixel object motion of frame t's and frame t+1's points.
+    [B, H, W, 3] per-pixel object motion of frame t's and frame t+1's points. warp_frozen_depth: optional
+    (frame t, frame t+1) [B, H, W, 1] 0/1 masks where the warps take no gradient to depth (smoothness still does).
     """
     image = ph.to_unit_float(inputs["image"])
     image_next = ph.to_unit_float(inputs["image_next"])
@@ -78,6 +80,9 @@ def depth_motion_terms(
     motion = predictions[motion_task]
     forward, backward_transform = camera_transforms(motion, backward)
     fields = translation_fields or (None, None)
+    smoothed = (depth, depth_next)
+    if warp_frozen_depth is not None:
+        depth, depth_next = (static_gradient_only(d, m) for d, m in zip((depth, depth_next), warp_frozen_depth))
 
     terms = {"photometric": 0.0, "depth_consistency": 0.0, "visible_fraction": 0.0}
     directions = (
@@ -93,7 +98,7 @@ def depth_motion_terms(
             terms["photometric"] = terms["photometric"] + ph.masked_mean(error, mask) / len(blur_sizes)
         terms["depth_consistency"] = terms["depth_consistency"] + ph.masked_mean(depth_error, mask)
         terms["visible_fraction"] = terms["visible_fraction"] + 0.5 * ops.mean(mask, axis=(1, 2, 3))
-    terms["smoothness"] = ph.edge_aware_smoothness(depth, image) + ph.edge_aware_smoothness(depth_next, image_next)
+    terms["smoothness"] = ph.edge_aware_smoothness(smoothed[0], image) + ph.edge_aware_smoothness(smoothed[1], image_next)
     if backward == "inverse":
         terms["rotation_cycle"] = terms["translation_cycle"] = ops.zeros_like(terms["smoothness"])
     else:
@@ -101,6 +106,12 @@ def depth_motion_terms(
             motion["rotation"], motion["translation"], motion["rotation_backward"], motion["translation_backward"]
         )
     return terms
+
+
+def static_gradient_only(depth, frozen):
+    """``depth`` [B, H, W, 1] with its gradient stopped where ``frozen`` [B, H, W, 1] is 1 (same values)."""
+    depth = ops.cast(depth, "float32")
+    return frozen * ops.stop_gradient(depth) + (1.0 - frozen) * depth
 
 
 def depth_motion_loss(inputs, predictions, weights, **kwargs):

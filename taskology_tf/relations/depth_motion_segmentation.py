@@ -99,12 +99,6 @@ def photometric_agreement(image, warped_image, tolerance: float):
     return ops.stop_gradient(ops.cast(error <= tolerance, "float32"))
 
 
-def static_gradient_only(depth, movable):
-    """``depth`` [B, H, W, 1] with its gradient stopped where ``movable`` [B, H, W, 1] is 1 (same values)."""
-    depth = ops.cast(depth, "float32")
-    return movable * ops.stop_gradient(depth) + (1.0 - movable) * depth
-
-
 def video_consistency_terms(
     inputs,
     predictions,
@@ -143,20 +137,11 @@ def video_consistency_terms(
     mask_next = movable_mask(guide["segmentation_logits_next"], movable_ids)
     field = ops.cast(motion["residual_translation"], "float32") * mask_t
     field_backward = ops.cast(motion["residual_translation_backward"], "float32") * mask_next
-    warped_predictions = predictions
-    if not movable_depth_gradient:
-        warped_predictions = dict(predictions)
-        warped_predictions[depth_task] = {
-            "depth": static_gradient_only(depth["depth"], mask_t),
-            "depth_next": static_gradient_only(depth["depth_next"], mask_next),
-        }
     terms = depth_motion_terms(
-        inputs, warped_predictions, depth_task, motion_task, occlusion_tolerance=occlusion_tolerance,
-        translation_fields=(field, field_backward), backward=backward, **photometric_kwargs,
+        inputs, predictions, depth_task, motion_task, occlusion_tolerance=occlusion_tolerance,
+        translation_fields=(field, field_backward), backward=backward,
+        warp_frozen_depth=None if movable_depth_gradient else (mask_t, mask_next), **photometric_kwargs,
     )
-    if not movable_depth_gradient:  # smoothness still ties the cars' depth to their surroundings
-        terms["smoothness"] = ph.edge_aware_smoothness(depth["depth"], ph.to_unit_float(inputs["image"])) + \
-            ph.edge_aware_smoothness(depth["depth_next"], ph.to_unit_float(inputs["image_next"]))
     intrinsics = inputs["intrinsics"]
     forward, backward_transform = camera_transforms(motion, backward)
     logits = ops.cast(seg["segmentation_logits"], "float32")
