@@ -17,6 +17,8 @@ import gin
 # Real-data readers register themselves with gin (kitti_raw, kitti_triplets, kitti_clips, cityscapes_sequence,
 # cityscapes_labelled, coco_panoptic); importing them does not load TensorFlow.
 from taskology_tf.data import cityscapes, cityscapes7, coco, kitti, label_noise, nyuv2  # noqa: F401
+# Dataset transforms that register themselves with gin: color_jitter (photometric augmentation).
+from taskology_tf.data import color_jitter  # noqa: F401
 # LiDAR sources register themselves with gin: synthetic_lidar, kitti_object, waymo_lidar.
 from taskology_tf.data import kitti_object, waymo  # noqa: F401
 from taskology_tf.data.synthetic import lidar as _synthetic_lidar  # noqa: F401
