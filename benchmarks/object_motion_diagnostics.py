@@ -15,6 +15,10 @@ depth in (0, 80) m into
 
 and prints per region the median of (median-scaled predicted depth / true depth) and the Abs Rel, and, for a row
 with object motion, the median length of the predicted and the true residual translation on the moving regions.
+
+A RUN_DIR with a ``segmentation/`` checkpoint (rows B, D, E) also gets the quality of its movable mask m of Eq. (2)
+on the same clips: the share of the image it marks, its precision against the movable classes and against the
+moving pixels, and its recall of both.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from taskology_tf import runtime  # noqa: E402
 
-KEYS = ("image", "image_next", "intrinsics", "depth", "ego_motion", "object_motion")
+KEYS = ("image", "image_next", "intrinsics", "depth", "ego_motion", "object_motion", "segmentation")
 MAX_DEPTH = 80.0
 
 
@@ -89,6 +93,35 @@ def region_report(ratio, masks, field=None, true_field=None):
     return rows
 
 
+def mask_report(mask, movable, moving):
+    """Quality of a movable mask: all [B, H, W] bool (predicted mask, true movable classes, true moving pixels).
+
+    Returns the share of pixels the mask marks and its precision / recall against both truths (nan when empty).
+    """
+    def ratio(a, b):
+        return float(a.sum() / b.sum()) if b.sum() else float("nan")
+
+    return {"marked": float(mask.mean()),
+            "precision_movable": ratio(mask & movable, mask), "recall_movable": ratio(mask & movable, movable),
+            "precision_moving": ratio(mask & moving, mask), "recall_moving": ratio(mask & moving, moving)}
+
+
+def predict_mask(run_dir: str, batch):
+    """The movable mask [B, H, W] bool of a row's ``segmentation/`` checkpoint, or None when it has none."""
+    tf = runtime.import_tensorflow()
+
+    from taskology_tf.core.trainer import resolve_checkpoint
+    from taskology_tf.tasks.segmentation import SegmentationTask
+
+    path = resolve_checkpoint(os.path.join(run_dir, "segmentation"))
+    if path is None:
+        return None
+    task = SegmentationTask(frames=2, backbone="tiny")
+    model = task.build_model()
+    tf.train.Checkpoint(model=model).restore(path).assert_existing_objects_matched().expect_partial()
+    return np.asarray(task.movable_mask(model(task.model_inputs(batch))))[..., 0] > 0.5
+
+
 def predict(run_dir: str, batch):
     """(depth [B, H, W], residual translation [B, H, W, 3] or None) of a Table 1 row's checkpoints."""
     tf = runtime.import_tensorflow()
@@ -138,11 +171,30 @@ def main(argv=None) -> int:
     true_field = np.asarray(batch["object_motion"])
     masks = regions(true, np.asarray(batch["intrinsics"]), np.asarray(batch["ego_motion"]), true_field, args.co_moving)
     print(f"{'run':40s} {'region':13s} {'pixels':>7s} {'median ratio':>12s} {'Abs Rel':>8s} {'|field|':>8s} {'|true|':>7s}")
+    from taskology_tf.core.trainer import resolve_checkpoint
+    from taskology_tf.data.example import CLASS_NAMES, MOVABLE_CLASSES
+    from taskology_tf.tasks.depth import moving_pixels
+
+    movable = np.isin(np.asarray(batch["segmentation"])[..., 0], [CLASS_NAMES.index(c) for c in MOVABLE_CLASSES])
+    moving = moving_pixels(true_field)[..., 0]
+    masks_of = {}
     for run in args.runs:
+        mask = predict_mask(run, batch)
+        if mask is not None:
+            masks_of[run] = mask_report(mask, movable, moving)
+        if resolve_checkpoint(os.path.join(run, "depth")) is None:
+            continue
         depth, field = predict(run, batch)
         for row in region_report(median_scaled_ratio(depth, true), masks, field, true_field):
             print(f"{run[-40:]:40s} {row['region']:13s} {row['fraction']:7.4f} {row['median_ratio']:12.2f} "
                   f"{row['abs_rel']:8.3f} {row.get('field', float('nan')):8.3f} {row.get('true_field', float('nan')):7.3f}")
+    if masks_of:
+        print(f"\nmovable mask m (truth: movable classes {movable.mean():.3f} of the pixels, moving {moving.mean():.3f})")
+        print(f"{'run':40s} {'marked':>7s} {'prec. movable':>13s} {'rec. movable':>12s} {'prec. moving':>12s} "
+              f"{'rec. moving':>11s}")
+        for run, r in masks_of.items():
+            print(f"{run[-40:]:40s} {r['marked']:7.3f} {r['precision_movable']:13.3f} {r['recall_movable']:12.3f} "
+                  f"{r['precision_moving']:12.3f} {r['recall_moving']:11.3f}")
     return 0
 
 

@@ -55,3 +55,17 @@ def test_median_scaled_ratio_ignores_the_overall_scale_and_shows_the_far_car():
     np.testing.assert_allclose(rows["co-moving"]["abs_rel"], 4.0)
     np.testing.assert_allclose(rows["other moving"]["true_field"], 0.5)
     assert "field" not in rows["static"]
+
+
+def test_mask_report_counts_precision_and_recall_against_both_truths():
+    movable = np.zeros((1, 4, 4), bool)
+    movable[0, :2, :2] = True  # 4 pixels of cars, 2 of them moving
+    moving = np.zeros_like(movable)
+    moving[0, 0, :2] = True
+    mask = np.zeros_like(movable)
+    mask[0, 0, :4] = True  # marks 4 pixels: 2 cars (both moving) and 2 road pixels
+    r = diag.mask_report(mask, movable, moving)
+    assert r["marked"] == 0.25
+    assert r["precision_movable"] == 0.5 and r["recall_movable"] == 0.5
+    assert r["precision_moving"] == 0.5 and r["recall_moving"] == 1.0
+    assert np.isnan(diag.mask_report(mask & False, movable, moving)["precision_moving"])
