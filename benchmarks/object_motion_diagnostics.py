@@ -106,51 +106,54 @@ def mask_report(mask, movable, moving):
             "precision_moving": ratio(mask & moving, mask), "recall_moving": ratio(mask & moving, moving)}
 
 
-def predict_mask(run_dir: str, batch):
-    """The movable mask [B, H, W] bool of a row's ``segmentation/`` checkpoint, or None when it has none."""
+def restored_model(task, run_dir: str, sub: str):
+    """``task``'s network with the weights of ``run_dir/sub``'s latest checkpoint, or None when it has none."""
     tf = runtime.import_tensorflow()
 
     from taskology_tf.core.trainer import resolve_checkpoint
-    from taskology_tf.tasks.segmentation import SegmentationTask
 
-    path = resolve_checkpoint(os.path.join(run_dir, "segmentation"))
+    path = resolve_checkpoint(os.path.join(run_dir, sub))
     if path is None:
         return None
-    task = SegmentationTask(frames=2, backbone="tiny")
     model = task.build_model()
     tf.train.Checkpoint(model=model).restore(path).assert_existing_objects_matched().expect_partial()
+    return model
+
+
+def predict_mask(run_dir: str, batch):
+    """The movable mask [B, H, W] bool of a row's ``segmentation/`` checkpoint, or None when it has none."""
+    from taskology_tf.tasks.segmentation import SegmentationTask
+
+    task = SegmentationTask(frames=2, backbone="tiny")
+    model = restored_model(task, run_dir, "segmentation")
+    if model is None:
+        return None
     return np.asarray(task.movable_mask(model(task.model_inputs(batch))))[..., 0] > 0.5
 
 
 def predict(run_dir: str, batch):
-    """(depth [B, H, W], residual translation [B, H, W, 3] or None) of a Table 1 row's checkpoints."""
-    tf = runtime.import_tensorflow()
-
-    from taskology_tf.core.trainer import resolve_checkpoint
+    """(depth [B, H, W], residual translation [B, H, W, 3] or None) of a Table 1 row's checkpoints; None when the
+    row has no depth checkpoint (row B, D's own result is segmentation)."""
     from taskology_tf.tasks.depth import DepthTask
     from taskology_tf.tasks.motion import MotionTask
 
-    def restored(task, sub):
-        path = resolve_checkpoint(os.path.join(run_dir, sub))
-        if path is None:
-            raise SystemExit(f"{run_dir}/{sub}: no checkpoint (is this a Table 1 row's folder?)")
-        model = task.build_model()
-        tf.train.Checkpoint(model=model).restore(path).assert_existing_objects_matched().expect_partial()
-        return model(task.model_inputs(batch))
-
     depth_task = DepthTask(frames=2, preset="tiny", max_depth=MAX_DEPTH, median_scaling=True)
-    depth = np.asarray(restored(depth_task, "depth")["depth"])[..., 0]
-    field = None
+    depth_model = restored_model(depth_task, run_dir, "depth")
+    if depth_model is None:
+        return None
+    depth = np.asarray(depth_model(depth_task.model_inputs(batch))["depth"])[..., 0]
     for object_motion in (True, False):
         motion_task = MotionTask(preset="small", frame_difference=True, object_motion=object_motion,
                                  translation_scale=0.1)
         try:
-            out = restored(motion_task, "motion")
-        except AssertionError:
+            model = restored_model(motion_task, run_dir, "motion")
+        except AssertionError:  # the checkpoint's network has (or lacks) the object-motion field
             continue
-        field = np.asarray(out["residual_translation"]) if object_motion else None
-        break
-    return depth, field
+        if model is None:
+            raise SystemExit(f"{run_dir}/motion: no checkpoint (is this a Table 1 row's folder?)")
+        out = model(motion_task.model_inputs(batch))
+        return depth, (np.asarray(out["residual_translation"]) if object_motion else None)
+    raise SystemExit(f"{run_dir}/motion: the checkpoint fits neither motion network of Table 1")
 
 
 def main(argv=None) -> int:
@@ -170,21 +173,21 @@ def main(argv=None) -> int:
     true = np.asarray(batch["depth"])[..., 0]
     true_field = np.asarray(batch["object_motion"])
     masks = regions(true, np.asarray(batch["intrinsics"]), np.asarray(batch["ego_motion"]), true_field, args.co_moving)
-    print(f"{'run':40s} {'region':13s} {'pixels':>7s} {'median ratio':>12s} {'Abs Rel':>8s} {'|field|':>8s} {'|true|':>7s}")
-    from taskology_tf.core.trainer import resolve_checkpoint
-    from taskology_tf.data.example import CLASS_NAMES, MOVABLE_CLASSES
     from taskology_tf.tasks.depth import moving_pixels
+    from taskology_tf.tasks.segmentation import movable_class_ids
 
-    movable = np.isin(np.asarray(batch["segmentation"])[..., 0], [CLASS_NAMES.index(c) for c in MOVABLE_CLASSES])
+    movable = np.isin(np.asarray(batch["segmentation"])[..., 0], movable_class_ids())
     moving = moving_pixels(true_field)[..., 0]
     masks_of = {}
+    print(f"{'run':40s} {'region':13s} {'pixels':>7s} {'median ratio':>12s} {'Abs Rel':>8s} {'|field|':>8s} {'|true|':>7s}")
     for run in args.runs:
         mask = predict_mask(run, batch)
         if mask is not None:
             masks_of[run] = mask_report(mask, movable, moving)
-        if resolve_checkpoint(os.path.join(run, "depth")) is None:
+        predicted = predict(run, batch)
+        if predicted is None:
             continue
-        depth, field = predict(run, batch)
+        depth, field = predicted
         for row in region_report(median_scaled_ratio(depth, true), masks, field, true_field):
             print(f"{run[-40:]:40s} {row['region']:13s} {row['fraction']:7.4f} {row['median_ratio']:12.2f} "
                   f"{row['abs_rel']:8.3f} {row.get('field', float('nan')):8.3f} {row.get('true_field', float('nan')):7.3f}")

@@ -25,7 +25,6 @@ import gin
 
 # The six orders of the three colour channels; ``channel_order`` indexes this table.
 CHANNEL_ORDERS = tuple(itertools.permutations(range(3)))
-_LUMA = (0.299, 0.587, 0.114)
 
 
 def _check_range(name: str, value, low_bound: float) -> tuple[float, float]:
@@ -90,8 +89,7 @@ def apply_jitter(image, draw: dict):
     x = tf.image.adjust_saturation(x, draw["saturation"])
     x = x + draw["brightness"]
     x = tf.image.adjust_contrast(x, draw["contrast"])
-    luma = tf.reduce_sum(x * tf.constant(_LUMA, tf.float32), axis=-1, keepdims=True)
-    x = tf.where(draw["grayscale"], tf.broadcast_to(luma, tf.shape(x)), x)
+    x = tf.where(draw["grayscale"], tf.broadcast_to(tf.image.rgb_to_grayscale(x), tf.shape(x)), x)
     return tf.image.convert_image_dtype(tf.clip_by_value(x, 0.0, 1.0), tf.uint8, saturate=True)
 
 
