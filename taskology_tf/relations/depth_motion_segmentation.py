@@ -58,23 +58,53 @@ FIELD_KEYS = ("residual_translation", "residual_translation_backward")
 SEGMENTATION_FORMS = ("logits_l2", "confident_cross_entropy", "balanced_confident_cross_entropy")
 
 
-def segmentation_disagreement(logits, warped_logits, form: str = "logits_l2", confidence: float = 0.9):
+def class_thresholds(probs, valid, portion: float, cap: float):
+    """Per-class confidence thresholds of class-balanced self-training: [C] float32 (no gradient).
+
+    probs: [B, H, W, C] a peer's class probabilities; valid: [B, H, W, 1] the pixels that count. For each class c,
+    the probability p_c below which the lowest ``1 - portion`` of the valid pixels whose argmax is c fall (so its
+    top ``portion`` pass), at most ``cap``; ``cap`` for a class that is nobody's argmax. A class the peer is never
+    sure of (pedestrians on an unfamiliar domain) gets a low threshold instead of no labels at all.
+    """
+    probs = ops.stop_gradient(ops.cast(probs, "float32"))
+    num_classes = ops.shape(probs)[-1]
+    flat = ops.reshape(probs, (-1, num_classes))  # [N, C]
+    member = ops.one_hot(ops.argmax(flat, axis=-1), num_classes) * ops.reshape(valid, (-1, 1))
+    ranked = -ops.sort(-ops.where(member > 0.0, flat, -1.0), axis=0)  # per class, members first, descending
+    count = ops.sum(member, axis=0)  # [C]
+    index = ops.cast(ops.floor(portion * ops.maximum(count - 1.0, 0.0)), "int32")
+    picked = ops.take_along_axis(ranked, ops.expand_dims(index, 0), axis=0)[0]
+    return ops.where(count > 0.0, ops.minimum(picked, cap), cap)
+
+
+def pseudo_labels(probs, thresholds):
+    """Labels and selection of self-training: (labels [B, H, W] int, selected [B, H, W, 1] float32).
+
+    probs: [B, H, W, C]; thresholds: a float or [C]. A pixel takes the class with the largest ``p_c / threshold_c``
+    and is selected where that ratio is at least 1 (with one threshold for every class: the argmax where its
+    probability reaches the threshold).
+    """
+    ratio = ops.stop_gradient(probs) / thresholds
+    labels = ops.argmax(ratio, axis=-1)
+    return labels, ops.cast(ops.max(ratio, axis=-1, keepdims=True) >= 1.0, "float32")
+
+
+def segmentation_disagreement(logits, warped_logits, form: str = "logits_l2", confidence=0.9):
     """Per-pixel disagreement of a frame's logits with the other frame's logits warped onto it: [B, H, W, 1].
 
     logits, warped_logits: [B, H, W, C]. ``"logits_l2"``: ``sum_c (warped - logits)^2`` (the paper's Eq. 4);
     ``"confident_cross_entropy"`` (and ``"balanced_..."``, which differs only in how pixels are averaged, see
-    ``class_balanced_mean``): ``-log softmax(logits)[argmax warped]`` where ``max softmax(warped) >=
-    confidence``, else 0 (no gradient through the warped side).
+    ``class_balanced_mean``): ``-log softmax(logits)[label]`` on the pixels ``pseudo_labels(softmax(warped),
+    confidence)`` selects, else 0 (no gradient through the warped side); ``confidence`` a float or [C] thresholds
+    (``class_thresholds``).
     """
     if form == "logits_l2":
         return ops.sum(ops.square(warped_logits - logits), axis=-1, keepdims=True)
     if form in ("confident_cross_entropy", "balanced_confident_cross_entropy"):
-        peer = ops.stop_gradient(ops.softmax(warped_logits, axis=-1))
-        labels = ops.argmax(peer, axis=-1)
-        confident = ops.cast(ops.max(peer, axis=-1, keepdims=True) >= confidence, "float32")
+        labels, selected = pseudo_labels(ops.softmax(warped_logits, axis=-1), confidence)
         log_probs = ops.log_softmax(logits, axis=-1)
         picked = ops.take_along_axis(log_probs, ops.expand_dims(labels, -1), axis=-1)
-        return -picked * confident
+        return -picked * selected
     raise ValueError(f"segmentation_form must be one of {SEGMENTATION_FORMS}, got {form!r}.")
 
 
@@ -114,6 +144,7 @@ def video_consistency_terms(
     agreement_tolerance: float | None = None,
     teacher_task: str | None = None,
     movable_depth_gradient: bool = True,
+    class_portion: float | None = None,
     **photometric_kwargs,
 ):
     """Every term per example, unweighted: the ``depth_motion_terms`` (with object motion) plus
@@ -128,6 +159,8 @@ def video_consistency_terms(
     ``teacher_task``: None, or the task whose segmentation logits give the mask m and the warped side of Eq. (4)
     (the segmentation task's own logits then only give the compared side).
     ``movable_depth_gradient``: False stops the warps' gradient to depth on movable pixels (mask m of each frame).
+    ``class_portion``: None, or the confident forms' threshold per class from the warped peer's probabilities on the
+    visible pixels (``class_thresholds`` with cap ``confidence``).
     """
     movable_ids = tuple(movable_class_ids() if movable_ids is None else movable_ids)
     seg = predictions[segmentation_task]
@@ -165,12 +198,13 @@ def video_consistency_terms(
         warped, warped_image = warped[..., :-3], warped[..., -3:]
         if agreement_tolerance is not None:
             visible = visible * photometric_agreement(target_image, warped_image, agreement_tolerance)
-        disagreement = segmentation_disagreement(target, warped, segmentation_form, confidence)
+        thresholds = confidence
+        if class_portion is not None and segmentation_form != "logits_l2":
+            thresholds = class_thresholds(ops.softmax(warped, axis=-1), visible, class_portion, confidence)
+        disagreement = segmentation_disagreement(target, warped, segmentation_form, thresholds)
         if segmentation_form == "balanced_confident_cross_entropy":
-            peer = ops.stop_gradient(ops.softmax(warped, axis=-1))
-            confident = ops.cast(ops.max(peer, axis=-1, keepdims=True) >= confidence, "float32")
-            compared = class_balanced_mean(disagreement, ops.argmax(peer, axis=-1), visible * confident,
-                                           ops.shape(warped)[-1])
+            labels, selected = pseudo_labels(ops.softmax(warped, axis=-1), thresholds)
+            compared = class_balanced_mean(disagreement, labels, visible * selected, ops.shape(warped)[-1])
         else:
             compared = ph.masked_mean(disagreement, visible)
         terms["segmentation"] = terms["segmentation"] + compared
@@ -204,6 +238,7 @@ def depth_motion_segmentation(
     agreement_tolerance: float | None = None,
     teacher: str | None = None,
     movable_depth_gradient: bool = True,
+    class_portion: float | None = None,
     l1_weight: float = 0.15,
     ssim_weight: float = 0.85,
     occlusion_tolerance: float | None = 0.05,
@@ -224,7 +259,8 @@ def depth_motion_segmentation(
     choose its form (see ``segmentation_disagreement``), ``agreement_tolerance`` where it counts (None: every
     visible pixel; see ``photometric_agreement``), ``teacher`` whose labels it asks for (None: the segmentation
     task's own; else a task with segmentation logits, e.g. a frozen copy, that also gives the mask m),
-    ``movable_depth_gradient`` whether the warps train depth on movable pixels (see the module docstring); the other
+    ``movable_depth_gradient`` whether the warps train depth on movable pixels (see the module docstring),
+    ``class_portion`` None (one threshold, ``confidence``) or per-class thresholds (``class_thresholds``); the other
     weights (and ``backward``) as in ``depth_motion``; ``field_*`` regularise the residual translation field.
     """
     if segmentation_form not in SEGMENTATION_FORMS:
@@ -235,6 +271,9 @@ def depth_motion_segmentation(
                          f"error, images in [0, 1]), got {agreement_tolerance}.")
     if not 0.0 < confidence <= 1.0:
         raise ValueError(f"depth_motion_segmentation.confidence must be in (0, 1], got {confidence}.")
+    if class_portion is not None and not 0.0 < class_portion <= 1.0:
+        raise ValueError(f"depth_motion_segmentation.class_portion must be None or in (0, 1] (the share of each "
+                         f"class's pixels that pass), got {class_portion}.")
     if teacher is not None and teacher in (depth, motion, segmentation):
         raise ValueError(f"depth_motion_segmentation.teacher must be a task of its own (e.g. a frozen copy of "
                          f"segmentation, Experiment.task_copies), got {teacher!r}.")
@@ -265,6 +304,7 @@ def depth_motion_segmentation(
             agreement_tolerance=agreement_tolerance,
             teacher_task=teacher,
             movable_depth_gradient=bool(movable_depth_gradient),
+            class_portion=None if class_portion is None else float(class_portion),
             l1_weight=l1_weight,
             ssim_weight=ssim_weight,
             occlusion_tolerance=occlusion_tolerance,

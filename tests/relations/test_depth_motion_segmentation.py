@@ -9,6 +9,8 @@ from taskology_tf.core.registry import relation_factory
 from taskology_tf.data.example import CLASS_NAMES
 from taskology_tf.relations.depth_motion_segmentation import (
     class_balanced_mean,
+    class_thresholds,
+    pseudo_labels,
     segmentation_disagreement,
     video_consistency_terms,
 )
@@ -199,6 +201,60 @@ def test_balanced_form_counts_only_confident_targets():
     unsure = video_consistency_terms(inputs, preds, segmentation_form="balanced_confident_cross_entropy",
                                      confidence=1.0)  # no target is that confident
     np.testing.assert_allclose(ops.convert_to_numpy(unsure["segmentation"]), 0.0)
+
+
+def _probabilities(rng, n, classes, peak):
+    """[1, n, 1, classes] softmax rows whose argmax is ``peak`` (an int or [n] ints)."""
+    logits = rng.normal(size=(n, classes)).astype(np.float32)
+    logits[np.arange(n), peak] += 6.0
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    return p.reshape(1, n, 1, classes)
+
+
+def test_class_thresholds_pass_each_class_s_top_portion_up_to_the_cap():
+    rng = np.random.default_rng(0)
+    peak = rng.integers(0, 3, 600)
+    probs = _probabilities(rng, 600, 4, peak)  # class 3 is nobody's argmax
+    peak = probs.argmax(-1).reshape(-1)
+    assert set(peak) == {0, 1, 2}
+    valid = np.ones((1, 600, 1, 1), np.float32)
+    for portion in (0.2, 0.5, 0.9):
+        thr = ops.convert_to_numpy(class_thresholds(probs, valid, portion, cap=1.0))
+        for c in range(3):
+            members = probs[0, peak == c, 0, c]
+            np.testing.assert_allclose(np.mean(members >= thr[c]), portion, atol=0.01)
+        assert thr[3] == 1.0  # no member: the cap
+    capped = ops.convert_to_numpy(class_thresholds(probs, valid, 0.2, cap=0.9))
+    np.testing.assert_allclose(capped, 0.9)
+    # only valid pixels count: with class 0's members invalid it has none
+    no_zero = ops.convert_to_numpy(class_thresholds(probs, (peak != 0).reshape(valid.shape).astype(np.float32), 0.5,
+                                                    cap=1.0))
+    assert no_zero[0] == 1.0 and no_zero[1] < 1.0
+
+
+def test_pseudo_labels_give_an_unsure_class_its_pixels():
+    probs = np.array([[0.6, 0.35, 0.05], [0.95, 0.04, 0.01], [0.5, 0.2, 0.3]], np.float32).reshape(1, 3, 1, 3)
+    labels, selected = (ops.convert_to_numpy(x) for x in pseudo_labels(probs, 0.9))
+    np.testing.assert_array_equal(selected[0, :, 0, 0], [0, 1, 0])  # one threshold: the argmax where it is sure
+    labels, selected = (ops.convert_to_numpy(x) for x in pseudo_labels(probs, np.array([0.9, 0.3, 0.9], np.float32)))
+    np.testing.assert_array_equal(labels[0, :2, 0], [1, 0])  # 0.35 / 0.3 beats 0.6 / 0.9
+    np.testing.assert_array_equal(selected[0, :, 0, 0], [1, 1, 0])
+
+
+def test_class_portion_adds_targets_of_the_classes_the_peer_is_unsure_of():
+    inputs = _inputs(5)
+    preds = _predictions()
+    eye = np.zeros((B, 3), np.float32)
+    preds["motion"].update(translation=eye, translation_backward=eye)
+    logits = _logits()
+    logits[:, 4:10, 6:14, CAR] = 1.2  # the peer's cars at p ~ 0.2: no target at a 0.9 threshold
+    preds["segmentation"] = {"segmentation_logits": logits * 0.0, "segmentation_logits_next": logits}
+    kwargs = dict(segmentation_form="balanced_confident_cross_entropy", confidence=0.9)
+    fixed = video_consistency_terms(inputs, preds, **kwargs)
+    per_class = video_consistency_terms(inputs, preds, class_portion=0.5, **kwargs)
+    assert np.all(ops.convert_to_numpy(per_class["segmentation"]) > ops.convert_to_numpy(fixed["segmentation"]))
+    with pytest.raises(ValueError, match="class_portion"):
+        relation_factory("depth_motion_segmentation")(class_portion=0.0)
 
 
 def test_a_teacher_gives_the_mask_and_the_targets_and_the_student_the_compared_side():
