@@ -90,12 +90,15 @@ def depth_motion_terms(
         (image_next, depth_next, image, depth, backward_transform, fields[1]),  # reconstruct frame t+1 from t
     )
     for target, target_depth, source, source_depth, transform, field in directions:
-        for size in blur_sizes:
-            recon, mask, depth_error = ph.warp_from(
-                ph.box_blur(source, size), source_depth, target_depth, intrinsics, transform, field, occlusion_tolerance
-            )
-            error = ph.photometric_error(ph.box_blur(target, size), recon, l1_weight, ssim_weight)
-            terms["photometric"] = terms["photometric"] + ph.masked_mean(error, mask) / len(blur_sizes)
+        # every blurred copy through one warp (the blur sizes' 3-channel groups side by side): one projection and one
+        # sampling instead of one per size; the channel means of the error are the mean over the sizes
+        recon, mask, depth_error = ph.warp_from(
+            ops.concatenate([ph.box_blur(source, size) for size in blur_sizes], axis=-1), source_depth, target_depth,
+            intrinsics, transform, field, occlusion_tolerance,
+        )
+        blurred_target = ops.concatenate([ph.box_blur(target, size) for size in blur_sizes], axis=-1)
+        error = ph.photometric_error(blurred_target, recon, l1_weight, ssim_weight)
+        terms["photometric"] = terms["photometric"] + ph.masked_mean(error, mask)
         terms["depth_consistency"] = terms["depth_consistency"] + ph.masked_mean(depth_error, mask)
         terms["visible_fraction"] = terms["visible_fraction"] + 0.5 * ops.mean(mask, axis=(1, 2, 3))
     terms["smoothness"] = ph.edge_aware_smoothness(smoothed[0], image) + ph.edge_aware_smoothness(smoothed[1], image_next)

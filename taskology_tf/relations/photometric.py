@@ -67,7 +67,8 @@ def box_blur(image, size: int):
         return image
     lo, hi = (size - 1) // 2, size // 2
     padded = ops.pad(image, [[0, 0], [lo, hi], [lo, hi], [0, 0]], mode="symmetric")
-    return ops.average_pool(padded, pool_size=size, strides=1, padding="valid")
+    rows = ops.average_pool(padded, pool_size=(size, 1), strides=1, padding="valid")  # separable: see ssim._box3
+    return ops.average_pool(rows, pool_size=(1, size), strides=1, padding="valid")
 
 
 def warp_from(source_image, source_depth, depth, intrinsics, transform, translation_field=None,
