@@ -150,6 +150,10 @@ class TaskTrainer:
         ``'instance'`` keys its table on the dedicated data's ``id``. Default strategy only.
       lock_workdir: hold the lock of ``workdir`` (``core/workdir.py``) while the trainer lives, so that a second
         trainer on the same folder stops at once; False for read-only uses (evaluation, export).
+      mediator_inputs: None, or the task's input key -> the mediator key its own network reads instead on the
+        mediator batch (e.g. ``{'image': 'image_jittered'}``, a colour-jittered copy that ``color_jitter(copy_suffix=
+        '_jittered')`` adds): the network answers the relations on augmented frames while the relations' inputs and
+        the peers keep the originals (self-training with a strong augmentation of the student's view).
 
     Checkpoints hold the network, the optimizer, the step and how many batches each data stream has
     given, so a resumed run continues every stream where it stopped (the same batches as a run that was
@@ -189,9 +193,15 @@ class TaskTrainer:
         init_checkpoint: str | None = None,
         weighting: Any = None,
         lock_workdir: bool = True,
+        mediator_inputs: Mapping[str, str] | None = None,
     ):
         self.task = task
         self.name = task.name
+        self.mediator_inputs = dict(mediator_inputs or {})
+        unknown = sorted(set(self.mediator_inputs) - set(task.input_keys))
+        if unknown:
+            raise ValueError(f"{task.name}/TaskTrainer.mediator_inputs maps {unknown}, which are not inputs of task "
+                             f"{task.name!r} (its inputs: {list(task.input_keys)}).")
         self.relations = tuple(relations)
         for rel in self.relations:
             if self.name not in rel.tasks:
@@ -372,7 +382,7 @@ class TaskTrainer:
 
     def mediator_keys(self) -> tuple[str, ...]:
         """Example keys a mediator batch must have for this trainer (own inputs, relation and peer inputs)."""
-        keys = list(self.task.input_keys)
+        keys = list(self.task.input_keys) + list(self.mediator_inputs.values())
         for rel in self.relations:
             keys += list(rel.input_keys)
         for peer in self.peers.values():
@@ -471,7 +481,8 @@ class TaskTrainer:
                 terms["supervised"] = sup
                 total += sup
             if mediator is not None and self.relations:
-                own = self.model(self.task.model_inputs(mediator), training=True)
+                view = dict(mediator, **{key: mediator[source] for key, source in self.mediator_inputs.items()})
+                own = self.model(self.task.model_inputs(view), training=True)
                 for rel in self.relations:
                     if rel.name not in relation_weights:
                         continue

@@ -96,7 +96,7 @@ def apply_jitter(image, draw: dict):
 @gin.configurable
 def color_jitter(dataset=gin.REQUIRED, seed: int = 0, hue: float = 0.5, saturation: Sequence[float] = (0.5, 1.5),
                  brightness: float = 0.2, contrast: Sequence[float] = (0.7, 1.3), channel_shuffle: bool = True,
-                 grayscale: float = 0.1, keys: Sequence[str] = ("image", "image_next")):
+                 grayscale: float = 0.1, keys: Sequence[str] = ("image", "image_next"), copy_suffix: str | None = None):
     """The examples of ``dataset`` with colour-jittered ``keys`` (those present), repeated without end.
 
     Args:
@@ -108,6 +108,9 @@ def color_jitter(dataset=gin.REQUIRED, seed: int = 0, hue: float = 0.5, saturati
       channel_shuffle: draw one of the six orders of the RGB channels.
       grayscale: probability of turning the example grey.
       keys: the image keys to jitter (all with the same draw); at least one must be in the dataset.
+      copy_suffix: None (the jittered images replace the originals), or a suffix: the jittered copy of ``key`` is
+        added as ``key + copy_suffix`` and the original kept (e.g. a mediator whose student network reads the
+        copies, ``TaskTrainer.mediator_inputs``).
     Returns:
       an infinite dataset (each pass over ``dataset`` gets new draws); other keys pass through.
     """
@@ -119,6 +122,8 @@ def color_jitter(dataset=gin.REQUIRED, seed: int = 0, hue: float = 0.5, saturati
     spec = dataset.element_spec
     if not isinstance(spec, dict):
         raise ValueError("color_jitter.dataset must yield example dicts (e.g. @synthetic()).")
+    if copy_suffix is not None and not str(copy_suffix):
+        raise ValueError("color_jitter.copy_suffix must be None or a non-empty suffix (e.g. '_jittered').")
     present = [k for k in keys if k in spec]
     if not present:
         raise ValueError(f"color_jitter: none of the keys {tuple(keys)} is in the dataset (it has {sorted(spec)}).")
@@ -129,7 +134,7 @@ def color_jitter(dataset=gin.REQUIRED, seed: int = 0, hue: float = 0.5, saturati
         draw = draw_jitter(tf.stack([tf.constant(int(seed), tf.int64), index]), **settings)
         out = dict(example)
         for key in present:
-            out[key] = apply_jitter(example[key], draw)
+            out[key if copy_suffix is None else key + copy_suffix] = apply_jitter(example[key], draw)
         return out
 
     return dataset.repeat().enumerate().map(jitter, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -160,6 +160,29 @@ def test_relation_warm_up(toy):
     assert terms[3]["total"] == pytest.approx(terms[3]["supervised"] + 2.0 * terms[3]["agree"], rel=1e-5)
 
 
+def test_mediator_inputs_give_the_own_network_another_view_of_the_mediator(toy):
+    """With ``mediator_inputs`` the task's network answers the relation on another key; peers keep the original."""
+    mediator = toy.dataset(8, 5, keys=("id", "image")).map(lambda e: dict(e, image_alt=255 - e["image"]))
+
+    def first_round(mediator_inputs):
+        rel = toy.relation()
+        ta = TaskTrainer(toy.task_a, [rel], batch_size=4, shuffle_buffer=0, mediator_inputs=mediator_inputs)
+        tb = TaskTrainer(toy.task_b, [rel], batch_size=4, shuffle_buffer=0)
+        coll = Collective([ta, tb], mediator=mediator, mediator_batch_size=4, shuffle_buffer=0)
+        return coll.round()
+
+    plain, alt = first_round(None), first_round({"image": "image_alt"})
+    assert alt["a"]["agree"] != pytest.approx(plain["a"]["agree"], rel=1e-3)  # a saw the other view
+    assert alt["b"]["agree"] == pytest.approx(plain["b"]["agree"], rel=1e-6)  # b, and a as b's peer, saw the original
+    with pytest.raises(ValueError, match="not inputs of task"):
+        TaskTrainer(toy.task_a, [toy.relation()], mediator_inputs={"depth": "image_alt"})
+    rel = toy.relation()
+    ta = TaskTrainer(toy.task_a, [rel], mediator_inputs={"image": "image_missing"})
+    tb = TaskTrainer(toy.task_b, [rel])
+    with pytest.raises(Exception, match="image_missing"):
+        Collective([ta, tb], mediator=mediator, mediator_batch_size=4)
+
+
 def test_relation_rejects_negative_warm_up(toy):
     import dataclasses
 

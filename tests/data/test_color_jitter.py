@@ -65,6 +65,19 @@ def test_dataset_jitters_both_frames_alike_keeps_labels_and_repeats_with_new_dra
         np.testing.assert_array_equal(a["image"], b["image"])
 
 
+def test_copy_suffix_adds_the_jittered_copies_and_keeps_the_originals():
+    replaced = list(cj.color_jitter(_pairs(4), seed=1).take(4).as_numpy_iterator())
+    copied = list(cj.color_jitter(_pairs(4), seed=1, copy_suffix="_jittered").take(4).as_numpy_iterator())
+    original = list(_pairs(4).as_numpy_iterator())
+    for r, c, o in zip(replaced, copied, original):
+        assert sorted(c) == ["image", "image_jittered", "image_next", "image_next_jittered", "segmentation"]
+        np.testing.assert_array_equal(c["image"], o["image"])
+        np.testing.assert_array_equal(c["image_jittered"], r["image"])  # the same draw as in place
+        np.testing.assert_array_equal(c["image_next_jittered"], r["image_next"])
+    with pytest.raises(ValueError, match="copy_suffix"):
+        cj.color_jitter(_pairs(), copy_suffix="")
+
+
 def test_clear_errors():
     with pytest.raises(ValueError, match="none of the keys"):
         cj.color_jitter(_pairs().map(lambda e: {"segmentation": e["segmentation"]}))
