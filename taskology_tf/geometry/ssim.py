@@ -13,8 +13,7 @@ from keras import ops
 def _box3(x):
     """3x3 mean of [B, H, W, C] with reflect padding -> [B, H, W, C].
 
-    As a 3x1 then a 1x3 mean: the same numbers, and under XLA on a CPU the gradient of SSIM takes 7 ms instead of
-    48 ms with one 3x3 pool (9 channels of 4 x 64 x 128, benchmarks/README.md "Relation step").
+    As a 3x1 then a 1x3 mean: the same numbers for fewer additions (benchmarks/README.md "Relation step").
     """
     padded = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
     rows = ops.average_pool(padded, pool_size=(3, 1), strides=1, padding="valid")
