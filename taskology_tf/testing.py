@@ -1,6 +1,14 @@
-"""Helpers for tests: the Table 3 experiment shrunk to seconds on a CPU, and polling for a condition."""
+"""Helpers for tests: the Table 3 experiment shrunk to seconds on a CPU, polling for a condition, and loading a
+script of the repository (``benchmarks/``, ``tools/``) as a module."""
 
 from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+import types
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Gin bindings that shrink gin/experiments/table3_*.gin to a few seconds per step count.
 TINY_TABLE3 = (
@@ -39,3 +47,16 @@ def wait_for(predicate, timeout: float = 60.0, every: float = 0.02) -> bool:
             return True
         time.sleep(every)
     return bool(predicate())
+
+
+def load_script(relative_path: str, name: str | None = None) -> types.ModuleType:
+    """The repository's script ``relative_path`` (e.g. ``"benchmarks/cost_model.py"``) imported as a module named
+    ``name`` (default ``bench_<stem>``) and registered in ``sys.modules`` (dataclasses look their module up)."""
+    path = REPO / relative_path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such script in the repository.")
+    spec = importlib.util.spec_from_file_location(name or f"bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

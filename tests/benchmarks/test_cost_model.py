@@ -1,16 +1,10 @@
 """The arithmetic of benchmarks/cost_model.py (the 100-task cost model of benchmarks/README.md)."""
 
-import importlib.util
-import pathlib
-import sys
-
 import pytest
 
-PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "cost_model.py"
-spec = importlib.util.spec_from_file_location("bench_cost_model", PATH)
-cost_model = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = cost_model  # dataclasses look their module up
-spec.loader.exec_module(cost_model)
+from taskology_tf.testing import load_script
+
+cost_model = load_script("benchmarks/cost_model.py")
 
 TASK = cost_model.TaskSize("t", "net", params=1000, input_bytes=30, output_bytes=40)
 

@@ -13,13 +13,11 @@ import types
 import numpy as np
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from taskology_tf.testing import REPO, load_script
+
 PATH = REPO / "benchmarks" / "gpu_step.py"
-spec = importlib.util.spec_from_file_location("bench_gpu_step", PATH)
-gpu_step = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = gpu_step  # dataclasses look their module up
 BACKEND_BEFORE = os.environ.get("KERAS_BACKEND")
-spec.loader.exec_module(gpu_step)  # imports numpy only: Keras and JAX load inside the functions
+gpu_step = load_script("benchmarks/gpu_step.py")  # imports numpy only: Keras and JAX load inside the functions
 
 
 def test_importing_the_script_leaves_the_keras_backend_alone():

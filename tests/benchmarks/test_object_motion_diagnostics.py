@@ -1,16 +1,10 @@
 """benchmarks/object_motion_diagnostics.py: the pixel regions and the median-scaled depth ratio."""
 
-import importlib.util
-import pathlib
-import sys
-
 import numpy as np
 
-PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "object_motion_diagnostics.py"
-spec = importlib.util.spec_from_file_location("bench_object_motion_diagnostics", PATH)
-diag = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = diag
-spec.loader.exec_module(diag)
+from taskology_tf.testing import load_script
+
+diag = load_script("benchmarks/object_motion_diagnostics.py")
 
 B, H, W = 2, 6, 8
 

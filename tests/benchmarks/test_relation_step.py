@@ -1,18 +1,12 @@
 """benchmarks/relation_step.py: the timing helpers time what they say, and each part runs at Table 1's sizes."""
 
-import importlib.util
-import pathlib
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
-PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "relation_step.py"
-spec = importlib.util.spec_from_file_location("bench_relation_step", PATH)
-relation_step = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = relation_step
-spec.loader.exec_module(relation_step)
+from taskology_tf.testing import load_script
+
+relation_step = load_script("benchmarks/relation_step.py")
 
 
 def test_with_gradient_returns_the_loss_and_its_gradient():

@@ -1,14 +1,8 @@
 """benchmarks/segmentation_agreement.py: the gate of Eq. (4) measured against the synthetic world's true answers."""
 
-import importlib.util
-import pathlib
-import sys
+from taskology_tf.testing import load_script
 
-PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "segmentation_agreement.py"
-spec = importlib.util.spec_from_file_location("bench_segmentation_agreement", PATH)
-agreement = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = agreement
-spec.loader.exec_module(agreement)
+agreement = load_script("benchmarks/segmentation_agreement.py")
 
 
 def test_parse_tolerances():

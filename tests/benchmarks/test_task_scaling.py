@@ -1,16 +1,10 @@
 """The helpers of benchmarks/task_scaling.py: /proc parsing, process roles, the per-trainer summary, the table."""
 
-import importlib.util
-import pathlib
-import sys
-
 import pytest
 
-PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "task_scaling.py"
-spec = importlib.util.spec_from_file_location("bench_task_scaling", PATH)
-task_scaling = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = task_scaling  # dataclasses look their module up
-spec.loader.exec_module(task_scaling)
+from taskology_tf.testing import load_script
+
+task_scaling = load_script("benchmarks/task_scaling.py")
 
 
 def test_parse_stat_counts_fields_after_the_command_name():

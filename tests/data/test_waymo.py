@@ -1,6 +1,5 @@
 """Tests of the Waymo converter: range-image geometry, Frame parsing, records and multi-frame examples."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import tensorflow as tf
 from taskology_tf.data import lidar_sequence as ls
 from taskology_tf.data import waymo
 from taskology_tf.data.tfrecord import read_examples
+from taskology_tf.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 WAYMO = ROOT.parent / "shared" / "data" / "waymo"
@@ -243,10 +243,7 @@ def test_convert_and_read_back_multi_frame_examples(tmp_path):
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("convert_waymo", ROOT / "tools" / "convert_waymo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/convert_waymo.py", "convert_waymo")
 
 
 def test_convert_tool_runs(tmp_path, capsys):
