@@ -16,7 +16,9 @@ lowers it, and on the unlabelled domain the segmentation network finds that (ben
 to the warped other frame's labels where that frame is confident (max probability >= ``confidence``):
 sharpening agreeing predictions lowers it, flattening them raises it; ``"balanced_confident_cross_entropy"``
 averages it per target class, so that the classes a network is sure of on the unlabelled domain (road, sky)
-cannot outweigh the small ones (cars) it is less sure of (``class_balanced_mean``). Its targets are discrete, so
+cannot outweigh the small ones (cars) it is less sure of (``class_balanced_mean``); ``class_portion`` gives each
+class its own threshold (``class_thresholds``: class-balanced self-training), so a class the peer is never 0.9-sure
+of on the unlabelled domain (pedestrians) still gets labels instead of being taught away. Its targets are discrete, so
 only segmentation receives its gradient; depth and motion stay tied to segmentation through the
 movable mask of Eq. (2).
 
