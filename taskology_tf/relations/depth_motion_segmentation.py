@@ -64,10 +64,10 @@ def class_thresholds(probs, valid, portion: float, cap: float, iterations: int =
     """Per-class confidence thresholds of class-balanced self-training: [C] float32 (no gradient).
 
     probs: [B, H, W, C] a peer's class probabilities; valid: [B, H, W, 1] the pixels that count. For each class c,
-    the largest t (to 2^-``iterations``, by bisection: sorting each class's pixels was slower than the rest of the
-    relation under XLA on a CPU) with at least ``portion`` of the valid pixels whose argmax is c at p_c >= t, at most ``cap``; ``cap``
-    for a class that is nobody's argmax. A class the peer is never sure of (pedestrians on an unfamiliar domain) gets
-    a low threshold instead of no labels at all.
+    the largest t with at least ``portion`` of the valid pixels whose argmax is c at p_c >= t, at most ``cap``
+    (``cap`` for a class that is nobody's argmax); found to 2^-``iterations`` by bisection (sorting each class's
+    pixels was slower than the rest of the relation under XLA on a CPU). A class the peer is never sure of
+    (pedestrians on an unfamiliar domain) gets a low threshold instead of no labels at all.
     """
     probs = ops.stop_gradient(ops.cast(probs, "float32"))
     num_classes = ops.shape(probs)[-1]
