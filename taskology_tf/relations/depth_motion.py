@@ -85,19 +85,19 @@ def depth_motion_terms(
         depth, depth_next = (static_gradient_only(d, m) for d, m in zip((depth, depth_next), warp_frozen_depth))
 
     terms = {"photometric": 0.0, "depth_consistency": 0.0, "visible_fraction": 0.0}
+    # every blurred copy of a frame side by side (3 channels per size), made once for both directions and warped
+    # together: one projection and one sampling instead of one per size; the error's channel mean is the mean over
+    # the sizes
+    stacked, stacked_next = (ops.concatenate([ph.box_blur(frame, size) for size in blur_sizes], axis=-1)
+                             for frame in (image, image_next))
     directions = (
-        (image, depth, image_next, depth_next, forward, fields[0]),  # reconstruct frame t from t+1
-        (image_next, depth_next, image, depth, backward_transform, fields[1]),  # reconstruct frame t+1 from t
+        (stacked, depth, stacked_next, depth_next, forward, fields[0]),  # reconstruct frame t from t+1
+        (stacked_next, depth_next, stacked, depth, backward_transform, fields[1]),  # reconstruct frame t+1 from t
     )
     for target, target_depth, source, source_depth, transform, field in directions:
-        # every blurred copy through one warp (the blur sizes' 3-channel groups side by side): one projection and one
-        # sampling instead of one per size; the channel means of the error are the mean over the sizes
-        recon, mask, depth_error = ph.warp_from(
-            ops.concatenate([ph.box_blur(source, size) for size in blur_sizes], axis=-1), source_depth, target_depth,
-            intrinsics, transform, field, occlusion_tolerance,
-        )
-        blurred_target = ops.concatenate([ph.box_blur(target, size) for size in blur_sizes], axis=-1)
-        error = ph.photometric_error(blurred_target, recon, l1_weight, ssim_weight)
+        recon, mask, depth_error = ph.warp_from(source, source_depth, target_depth, intrinsics, transform, field,
+                                                occlusion_tolerance)
+        error = ph.photometric_error(target, recon, l1_weight, ssim_weight)
         terms["photometric"] = terms["photometric"] + ph.masked_mean(error, mask)
         terms["depth_consistency"] = terms["depth_consistency"] + ph.masked_mean(depth_error, mask)
         terms["visible_fraction"] = terms["visible_fraction"] + 0.5 * ops.mean(mask, axis=(1, 2, 3))

@@ -94,6 +94,15 @@ def pseudo_labels(probs, thresholds):
     return labels, ops.cast(ops.max(ratio, axis=-1, keepdims=True) >= 1.0, "float32")
 
 
+def label_cross_entropy(logits, labels, selected):
+    """``-log softmax(logits)[labels]`` where ``selected``, else 0: [B, H, W, 1].
+
+    logits: [B, H, W, C]; labels: [B, H, W] int; selected: [B, H, W, 1] float (``pseudo_labels``).
+    """
+    picked = ops.take_along_axis(ops.log_softmax(logits, axis=-1), ops.expand_dims(labels, -1), axis=-1)
+    return -picked * selected
+
+
 def segmentation_disagreement(logits, warped_logits, form: str = "logits_l2", confidence=0.9):
     """Per-pixel disagreement of a frame's logits with the other frame's logits warped onto it: [B, H, W, 1].
 
@@ -106,10 +115,7 @@ def segmentation_disagreement(logits, warped_logits, form: str = "logits_l2", co
     if form == "logits_l2":
         return ops.sum(ops.square(warped_logits - logits), axis=-1, keepdims=True)
     if form in ("confident_cross_entropy", "balanced_confident_cross_entropy"):
-        labels, selected = pseudo_labels(ops.softmax(warped_logits, axis=-1), confidence)
-        log_probs = ops.log_softmax(logits, axis=-1)
-        picked = ops.take_along_axis(log_probs, ops.expand_dims(labels, -1), axis=-1)
-        return -picked * selected
+        return label_cross_entropy(logits, *pseudo_labels(ops.softmax(warped_logits, axis=-1), confidence))
     raise ValueError(f"segmentation_form must be one of {SEGMENTATION_FORMS}, got {form!r}.")
 
 
@@ -203,15 +209,18 @@ def video_consistency_terms(
         warped, warped_image = warped[..., :-3], warped[..., -3:]
         if agreement_tolerance is not None:
             visible = visible * photometric_agreement(target_image, warped_image, agreement_tolerance)
-        thresholds = confidence
-        if class_portion is not None and segmentation_form != "logits_l2":
-            thresholds = class_thresholds(ops.softmax(warped, axis=-1), visible, class_portion, confidence)
-        disagreement = segmentation_disagreement(target, warped, segmentation_form, thresholds)
-        if segmentation_form == "balanced_confident_cross_entropy":
-            labels, selected = pseudo_labels(ops.softmax(warped, axis=-1), thresholds)
-            compared = class_balanced_mean(disagreement, labels, visible * selected, ops.shape(warped)[-1])
-        else:
-            compared = ph.masked_mean(disagreement, visible)
+        if segmentation_form == "logits_l2":
+            compared = ph.masked_mean(segmentation_disagreement(target, warped, segmentation_form), visible)
+        else:  # the confident forms: the peer's labels and their selection once, for the loss and its averaging
+            peer = ops.softmax(warped, axis=-1)
+            thresholds = confidence if class_portion is None else class_thresholds(peer, visible, class_portion,
+                                                                                   confidence)
+            labels, selected = pseudo_labels(peer, thresholds)
+            disagreement = label_cross_entropy(target, labels, selected)
+            if segmentation_form == "balanced_confident_cross_entropy":
+                compared = class_balanced_mean(disagreement, labels, visible * selected, ops.shape(warped)[-1])
+            else:
+                compared = ph.masked_mean(disagreement, visible)
         terms["segmentation"] = terms["segmentation"] + compared
         terms["agreement_fraction"] = terms["agreement_fraction"] + 0.5 * ops.mean(visible, axis=(1, 2, 3))
     terms["field_smoothness"] = ph.motion_field_smoothness(motion["residual_translation"]) + \
